@@ -1,0 +1,200 @@
+"""API server figures: latency per verb under 100 concurrent clients, churn p99, watch fan-out,
+LIST of many pods, and server RSS holding them.
+
+    python bench/api_bench.py [--quick] [--pods 30000] [--rss-pods 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import record, rss_mb, start_server, summary
+
+NS = "/api/v1/namespaces/default"
+
+
+def pod(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench", "shard": name[-1]}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox:1.35",
+                    "command": ["httpd", "-f", "-p", "8080"],
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                    "ports": [{"containerPort": 8080}],
+                }
+            ]
+        },
+    }
+
+
+async def timed(
+    session: aiohttp.ClientSession, method: str, url: str, body: Any = None, ctype: str = "application/json", **kw: Any
+) -> float:
+    t0 = time.perf_counter()
+    data = orjson.dumps(body) if body is not None else None
+    async with session.request(method, url, data=data, headers={"Content-Type": ctype}, **kw) as r:
+        await r.read()
+        if r.status >= 400:
+            raise RuntimeError(f"{method} {url} -> {r.status}")
+    return time.perf_counter() - t0
+
+
+async def concurrent_latency(url: str, clients: int, per_client: int) -> None:
+    conn = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        lat: dict[str, list[float]] = {"create": [], "get": [], "list": []}
+
+        async def worker(w: int) -> None:
+            for i in range(per_client):
+                name = f"lat-{w}-{i}"
+                lat["create"].append(await timed(s, "POST", f"{url}{NS}/configmaps", {"metadata": {"name": name}, "data": {"k": "v"}}))
+                lat["get"].append(await timed(s, "GET", f"{url}{NS}/configmaps/{name}"))
+                lat["list"].append(await timed(s, "GET", f"{url}{NS}/configmaps", params={"labelSelector": "none=1"}))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+        elapsed = time.perf_counter() - t0
+        for verb, samples in lat.items():
+            s_ = summary(samples)
+            record("api", f"{verb} latency p50 ({clients} clients)", s_["p50"] * 1000, "ms")
+            record("api", f"{verb} latency p99 ({clients} clients)", s_["p99"] * 1000, "ms")
+        record("api", f"requests/s ({clients} clients)", 3 * clients * per_client / elapsed, "req/s")
+
+
+async def churn(url: str, rate: float, seconds: float) -> None:
+    """Mutating p99 at a fixed offered load (create+update+delete cycles), target <= 50 ms at 100 ops/s."""
+    async with aiohttp.ClientSession() as s:
+        samples: list[float] = []
+        tasks = []
+
+        async def one(i: int) -> None:
+            name = f"churn-{i}"
+            samples.append(await timed(s, "POST", f"{url}{NS}/configmaps", {"metadata": {"name": name}}))
+            samples.append(await timed(s, "PATCH", f"{url}{NS}/configmaps/{name}", {"data": {"a": "b"}},
+                                       ctype="application/merge-patch+json"))  # fmt: skip
+            samples.append(await timed(s, "DELETE", f"{url}{NS}/configmaps/{name}"))
+
+        n = int(rate * seconds / 3)
+        start = time.perf_counter()
+        for i in range(n):
+            delay = start + i * 3 / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        s_ = summary(samples)
+        record("api", f"mutating p99 at {rate:.0f} ops/s churn", s_["p99"] * 1000, "ms", target="<= 50 ms")
+        record("api", f"mutating p50 at {rate:.0f} ops/s churn", s_["p50"] * 1000, "ms")
+
+
+async def watch_fanout(url: str, watchers: int, writes: int) -> None:
+    """One write observed by N watchers: time from the write's ack to the last watcher seeing it."""
+    conn = aiohttp.TCPConnector(limit=watchers + 10)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as s:
+        async with s.get(f"{url}{NS}/configmaps", params={"limit": "1"}) as r:
+            rv = (await r.json())["metadata"]["resourceVersion"]
+        seen: dict[str, list[float]] = {}
+        ready = 0
+
+        async def watcher() -> None:
+            nonlocal ready
+            async with s.get(f"{url}{NS}/configmaps", params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "60"}) as r:
+                ready += 1
+                async for line in r.content:
+                    ev = orjson.loads(line)
+                    name = ev["object"]["metadata"]["name"]
+                    if name.startswith("fan-"):
+                        seen.setdefault(name, []).append(time.perf_counter())
+                        if name == f"fan-{writes - 1}":
+                            return
+
+        tasks = [asyncio.create_task(watcher()) for _ in range(watchers)]
+        while ready < watchers:
+            await asyncio.sleep(0.05)
+        lat: list[float] = []
+        for i in range(writes):
+            t0 = time.perf_counter()
+            await timed(s, "POST", f"{url}{NS}/configmaps", {"metadata": {"name": f"fan-{i}"}})
+            while len(seen.get(f"fan-{i}", [])) < watchers:
+                await asyncio.sleep(0.001)
+            lat.append(max(seen[f"fan-{i}"]) - t0)
+        await asyncio.gather(*tasks)
+        s_ = summary(lat)
+        record("api", f"watch fan-out to {watchers} watchers p50", s_["p50"] * 1000, "ms")
+        record("api", f"watch fan-out to {watchers} watchers p99", s_["p99"] * 1000, "ms")
+
+
+async def load_pods(url: str, start: int, end: int) -> None:
+    conn = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        sem = asyncio.Semaphore(64)
+
+        async def create(i: int) -> None:
+            async with sem:
+                await timed(s, "POST", f"{url}{NS}/pods", pod(f"p-{i:06d}"))
+
+        await asyncio.gather(*(create(i) for i in range(start, end)))
+
+
+async def list_pods(url: str) -> tuple[float, int]:
+    async with aiohttp.ClientSession() as s:
+        t0 = time.perf_counter()
+        async with s.get(f"{url}/api/v1/pods") as r:
+            body = await r.read()
+        elapsed = time.perf_counter() - t0
+        return elapsed, len(orjson.loads(body)["items"])
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="kubelite-bench-") as tmp:
+        server = start_server(Path(tmp) / "srv", None, "--controllers", "")
+        try:
+            await concurrent_latency(server.url, args.clients, args.per_client)
+            await churn(server.url, 100.0, args.churn_seconds)
+            await watch_fanout(server.url, args.watchers, args.fanout_writes)
+            await load_pods(server.url, 0, args.rss_pods)
+            await asyncio.sleep(1)
+            record("api", f"server RSS holding {args.rss_pods} pods", rss_mb(server.proc.pid), "MB", target="<= 150 MB")
+            if args.pods > args.rss_pods:
+                await load_pods(server.url, args.rss_pods, args.pods)
+            elapsed, count = await list_pods(server.url)
+            record("api", f"LIST of {count} pods", elapsed, "s", target="<= 2 s" if count >= 30000 else "")
+            record("api", f"server RSS holding {count} pods", rss_mb(server.proc.pid), "MB")
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small sizes: checks every figure is produced")
+    p.add_argument("--clients", type=int, default=100)
+    p.add_argument("--per-client", type=int, default=20)
+    p.add_argument("--watchers", type=int, default=100)
+    p.add_argument("--fanout-writes", type=int, default=50)
+    p.add_argument("--churn-seconds", type=float, default=10.0)
+    p.add_argument("--rss-pods", type=int, default=3000)
+    p.add_argument("--pods", type=int, default=30000)
+    args = p.parse_args()
+    if args.quick:
+        args.clients, args.per_client, args.watchers, args.fanout_writes = 20, 3, 20, 5
+        args.churn_seconds, args.rss_pods, args.pods = 2.0, 200, 400
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""API object model: the served types, validation, defaulting, selectors and patches."""

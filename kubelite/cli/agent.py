@@ -1,0 +1,140 @@
+"""`kubelite agent`: the node agent process (every flag also reads KUBELITE_<FLAG>)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kubelite.cli.common import fail
+
+
+def _opt(env: str, help_: str = "") -> typer.models.OptionInfo:
+    return typer.Option(envvar=f"KUBELITE_{env}", help=help_)
+
+
+def agent(
+    server: Annotated[str, _opt("SERVER", "API server URL(s), comma-separated")] = "",
+    node_name: Annotated[str, _opt("NODE_NAME", "Node name (default: the hostname)")] = "",
+    runtime: Annotated[str, _opt("RUNTIME", "Container runtime: runc, docker or fake")] = "",
+    data_dir: Annotated[Path, _opt("DATA_DIR", "Agent state")] = Path("/var/lib/kubelite/agent"),
+    node_ip: Annotated[str, _opt("NODE_IP", "InternalIP (default: the address that reaches the server)")] = "",
+    node_labels: Annotated[str, _opt("NODE_LABELS", "k=v,...")] = "",
+    node_taints: Annotated[str, _opt("NODE_TAINTS", "k=v:Effect,...")] = "",
+    cpu: Annotated[str, _opt("CPU", "CPU capacity (default: this machine's; hollow: 4)")] = "",
+    memory: Annotated[str, _opt("MEMORY", "Memory capacity (default: this machine's; hollow: 8Gi)")] = "",
+    max_pods: Annotated[int, _opt("MAX_PODS")] = 110,
+    hollow_count: Annotated[int, _opt("HOLLOW_COUNT", "Run N hollow (fake) nodes NAME-0..NAME-(N-1)")] = 0,
+    heartbeat_interval: Annotated[float, _opt("HEARTBEAT_INTERVAL", "Seconds between lease renewals")] = 2.0,
+    fencing_period: Annotated[
+        float, _opt("FENCING_PERIOD", "Stop all pods after this many seconds without a lease renewal")
+    ] = 20.0,
+    kubeconfig: Annotated[Path | None, _opt("KUBECONFIG", "Kubeconfig (instead of --server)")] = None,
+    log_level: Annotated[str, _opt("LOG_LEVEL")] = "info",
+) -> None:
+    """Run the node agent: register this node and run the pods bound to it."""
+    from kubelite.agent import (
+        HollowNodes,
+        NodeConfig,
+        RuntimeOptions,
+        create_runtime,
+        parse_labels,
+        parse_taints,
+    )
+    from kubelite.agent.agent import Agent
+    from kubelite.agent.node import detect_node_ip, host_capacity
+    from kubelite.agent.runtimes import UnknownRuntimeError, check_runtime
+    from kubelite.client import ApiClient, ClientConfig, KubeconfigError, load_kubeconfig
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not runtime:
+        fail("--runtime is required (runc, docker or fake)")
+    try:
+        check_runtime(runtime)  # before anything else: an unusable runtime is never replaced by another
+    except UnknownRuntimeError as e:
+        fail(str(e))
+    node_name = (node_name or socket.gethostname()).lower()
+    try:
+        labels = parse_labels(node_labels)
+        taints = parse_taints(node_taints)
+    except ValueError as e:
+        fail(str(e))
+    if hollow_count < 0:
+        fail("--hollow-count must not be negative")
+    if hollow_count and runtime != "fake":
+        fail(f"hollow nodes use the fake runtime, not {runtime!r} (use --runtime fake)")
+    servers = [s.strip().rstrip("/") for s in server.split(",") if s.strip()]
+    try:
+        config = ClientConfig(servers=servers) if servers else load_kubeconfig(str(kubeconfig) if kubeconfig else None)
+    except KubeconfigError as e:
+        fail(f"no --server given and {e}")
+    hollow = hollow_count > 0
+    host_cpu, host_memory = ("4", "8Gi") if hollow else host_capacity()
+    node_config = NodeConfig(
+        name=node_name,
+        node_ip=node_ip or detect_node_ip(config.servers[0] if config.servers else None),
+        labels=labels,
+        taints=taints,
+        cpu=cpu or host_cpu,
+        memory=memory or host_memory,
+        max_pods=max_pods,
+        hollow=hollow,
+        heartbeat_interval=heartbeat_interval,
+        fencing_period=fencing_period,
+    )
+    try:
+        node_config.validate()
+        rt = None if hollow else create_runtime(runtime, RuntimeOptions(node_name=node_name, data_dir=data_dir))
+    except (ValueError, UnknownRuntimeError) as e:
+        fail(str(e))
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create --data-dir {data_dir}: {e.strerror or e}")
+    if not hollow:
+        node_config.ephemeral_storage = f"{shutil.disk_usage(data_dir).total // 1024}Ki"
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with ApiClient(config) as client:
+            if rt is None:
+                opts = {f: getattr(node_config, f) for f in (
+                    "labels", "taints", "cpu", "memory", "max_pods", "node_ip", "heartbeat_interval", "fencing_period"
+                )}
+                nodes = HollowNodes(client, node_name, hollow_count, data_dir=data_dir, **opts)
+                await nodes.start()
+                logging.getLogger("kubelite.agent").info("%d hollow nodes running", hollow_count)
+                try:
+                    await stop.wait()
+                finally:
+                    await nodes.stop()
+            else:
+                single = Agent(client, node_config, rt)
+                await single.start()
+                try:
+                    await stop.wait()
+                finally:
+                    await single.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            asyncio.run(main())
+        except Exception as e:
+            from kubelite.cli.common import format_error
+
+            fail(format_error(e))

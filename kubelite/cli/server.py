@@ -1,0 +1,116 @@
+"""`kubelite server`: the control plane process (k3s-style flag names; every flag also reads KUBELITE_<FLAG>)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kubelite.apiserver.config import ServerConfig
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def server(
+    datastore_endpoint: Annotated[
+        str,
+        typer.Option(envvar="KUBELITE_DATASTORE_ENDPOINT", help="sqlite:///path, memory:// (default sqlite:///<data-dir>/state.db)"),
+    ] = "",
+    data_dir: Annotated[
+        Path, typer.Option(envvar="KUBELITE_DATA_DIR", help="State, kubeconfig and certificates")
+    ] = Path("/var/lib/kubelite/server"),
+    bind_address: Annotated[str, typer.Option(envvar="KUBELITE_BIND_ADDRESS")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="KUBELITE_PORT")] = 6443,
+    service_cidr: Annotated[str, typer.Option(envvar="KUBELITE_SERVICE_CIDR")] = "10.43.0.0/16",
+    service_node_port_range: Annotated[str, typer.Option(envvar="KUBELITE_SERVICE_NODE_PORT_RANGE")] = "30000-32767",
+    compaction_interval: Annotated[
+        float, typer.Option(envvar="KUBELITE_COMPACTION_INTERVAL", help="Seconds between history compactions")
+    ] = 60.0,
+    compaction_retain: Annotated[
+        int, typer.Option(envvar="KUBELITE_COMPACTION_RETAIN", help="Revisions of history kept for watch resumes")
+    ] = 10000,
+    controllers: Annotated[
+        str,
+        typer.Option(
+            envvar="KUBELITE_CONTROLLERS",
+            help="Components to run in-process: '*' = all, '-name' disables one, '' = none "
+            "(scheduler, replicaset, deployment, daemonset, statefulset, endpoints, nodelifecycle, garbagecollector, podgc)",
+        ),
+    ] = "*",
+    node_monitor_grace_period: Annotated[
+        float, typer.Option(envvar="KUBELITE_NODE_MONITOR_GRACE_PERIOD", help="Seconds without a heartbeat before a node is unreachable")
+    ] = 10.0,
+    default_toleration_seconds: Annotated[
+        int, typer.Option(envvar="KUBELITE_DEFAULT_TOLERATION_SECONDS", help="Seconds pods stay on an unreachable node before eviction")
+    ] = 5,
+    pod_force_delete_after: Annotated[
+        float,
+        typer.Option(envvar="KUBELITE_POD_FORCE_DELETE_AFTER", help="Seconds after a node became unreachable before its terminating pods are force-deleted (must exceed the agents' --fencing-period)"),
+    ] = 30.0,
+    log_level: Annotated[str, typer.Option(envvar="KUBELITE_LOG_LEVEL")] = "info",
+) -> None:
+    """Run the API server (with its datastore)."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not 0 < port < 65536:
+        _fail(f"--port {port} is out of range (1-65535)")
+    try:
+        ipaddress.ip_address(bind_address)
+    except ValueError:
+        _fail(f"--bind-address {bind_address!r} is not an IP address")
+    try:
+        net = ipaddress.ip_network(service_cidr, strict=False)
+    except ValueError:
+        _fail(f"--service-cidr {service_cidr!r} is not a CIDR")
+    if net.num_addresses < 8:
+        _fail(f"--service-cidr {service_cidr} is too small")
+    try:
+        low, high = (int(x) for x in service_node_port_range.split("-"))
+        if not 0 < low <= high < 65536:
+            raise ValueError
+    except ValueError:
+        _fail(f"--service-node-port-range {service_node_port_range!r} must look like 30000-32767")
+    if compaction_interval <= 0 or compaction_retain < 0:
+        _fail("--compaction-interval must be > 0 and --compaction-retain >= 0")
+    config = ServerConfig(
+        data_dir=data_dir,
+        datastore_endpoint=datastore_endpoint,
+        bind_address=bind_address,
+        port=port,
+        service_cidr=service_cidr,
+        node_port_range=(low, high),
+        compact_interval=compaction_interval,
+        compact_retain=compaction_retain,
+    )
+    from kubelite.apiserver.server import ServerStartError, serve_forever
+    from kubelite.controllers.base import ControllerSettings
+    from kubelite.controllers.manager import UnknownControllerError, select
+
+    try:
+        names = select(controllers)
+    except UnknownControllerError as e:
+        _fail(f"--controllers: {e}")
+    if node_monitor_grace_period <= 0 or default_toleration_seconds < 0 or pod_force_delete_after <= 0:
+        _fail("--node-monitor-grace-period and --pod-force-delete-after must be > 0, --default-toleration-seconds >= 0")
+    settings = ControllerSettings(
+        node_monitor_grace_period=node_monitor_grace_period,
+        default_toleration_seconds=default_toleration_seconds,
+        statefulset_force_delete_after=pod_force_delete_after,
+    )
+    try:
+        asyncio.run(serve_forever(config, names, settings))
+    except ServerStartError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass
