@@ -475,12 +475,20 @@ class NodeHeartbeat:
         timeout = max(1.0, min(10.0, self.config.fencing_period / 2))
         if not self.paused:
             try:
+                # Fencing counts from when a successful renewal was *sent*: the server may have applied
+                # it any time after that, so this is the conservative end (see docs/failover.md).
+                sent = self._loop.time()
                 async with asyncio.timeout(timeout):
                     if self.node is None:
                         await self.register()
                     await self.renew_lease()
-                self.last_renewed = self._loop.time()
+                gap = sent - self.last_renewed
+                self.last_renewed = sent
                 self.renewals += 1
+                if gap > 3 * self.config.heartbeat_interval and not self.fenced:
+                    # After a silence the node controller may have marked us Unknown: say Ready now.
+                    async with asyncio.timeout(timeout):
+                        await self.post_status(force=True)
                 if self.fenced:
                     log.warning("node %s: lease renewed again; re-syncing pods", self.config.name)
                     self.fenced = False

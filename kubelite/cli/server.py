@@ -53,7 +53,7 @@ def server(
     ] = 5,
     pod_force_delete_after: Annotated[
         float,
-        typer.Option(envvar="KUBELITE_POD_FORCE_DELETE_AFTER", help="Seconds after a node became unreachable before its terminating pods are force-deleted (must exceed the agents' --fencing-period)"),
+        typer.Option(envvar="KUBELITE_POD_FORCE_DELETE_AFTER", help="Seconds without a heartbeat from a node before its terminating pods are force-deleted (must exceed the agents' --fencing-period)"),
     ] = 30.0,
     log_level: Annotated[str, typer.Option(envvar="KUBELITE_LOG_LEVEL")] = "info",
 ) -> None:

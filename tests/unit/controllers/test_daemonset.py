@@ -25,20 +25,9 @@ from kubelite.controllers.daemonset import (
     with_node_affinity,
 )
 from kubelite.controllers.manager import ControllerManager
+from tests.helpers import eventually
 
 Obj = dict[str, Any]
-
-
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """Poll ``fn`` until it returns something truthy; fail with its last value otherwise."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
 async def update(

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +21,11 @@ import pytest
 from kubelite.client import ApiClient
 from kubelite.controllers import deployment_util as du
 from kubelite.controllers.base import DEPLOYMENTS, EVENTS, PODS, REPLICASETS
-from kubelite.controllers.manager import ControllerManager
+from tests.helpers import eventually, running_controllers
 
 Obj = dict[str, Any]
 NS = "default"
 REVISION = "deployment.kubernetes.io/revision"
-
-
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
 def deployment(
@@ -51,14 +40,20 @@ def deployment(
             "replicas": replicas,
             "selector": {"matchLabels": labels},
             "strategy": strategy or {"type": "RollingUpdate"},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": image}]}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "c", "image": image}]},
+            },
             **spec,
         },
     }
 
 
 def is_ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in pod.get("status", {}).get("conditions") or []
+    )
 
 
 async def active_pods(client: ApiClient, selector: str) -> list[Obj]:
@@ -74,7 +69,10 @@ async def owned_rss(client: ApiClient, name: str) -> list[Obj]:
 async def mark_ready(client: ApiClient, pod: Obj) -> None:
     """Stand in for the node agent: report the pod Running and Ready."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    status = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}
+    status = {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+    }
     await client.patch(PODS, pod["metadata"]["name"], {"status": status}, namespace=NS, subresource="status")
 
 
@@ -102,14 +100,8 @@ async def auto_ready(client: ApiClient, selector: str) -> AsyncIterator[None]:
 @pytest.fixture
 async def api(inproc_api: Any) -> AsyncIterator[ApiClient]:
     client: ApiClient = inproc_api.client
-    manager = ControllerManager(client, ["replicaset", "deployment"])
-    task = asyncio.create_task(manager.run())
-    try:
+    async with running_controllers(client, ["replicaset", "deployment"]):
         yield client
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def rolled_out(client: ApiClient, name: str, replicas: int, timeout: float = 10.0) -> Obj:
@@ -206,13 +198,21 @@ async def test_create_makes_replicaset_and_pods(api: ApiClient) -> None:
     assert st["readyReplicas"] == 3 and st["unavailableReplicas"] == 0
     available = condition(d, "Available")
     progressing = condition(d, "Progressing")
-    assert available is not None and available["status"] == "True" and available["reason"] == "MinimumReplicasAvailable"
+    assert (
+        available is not None
+        and available["status"] == "True"
+        and available["reason"] == "MinimumReplicasAvailable"
+    )
     assert progressing is not None and progressing["status"] == "True"
     assert progressing["reason"] == "NewReplicaSetAvailable"
 
     async def scaled_event() -> bool:
         items = (await api.list(EVENTS, namespace=NS, field_selector="involvedObject.name=web"))["items"]
-        return any(e["reason"] == "ScalingReplicaSet" and e["message"] == f"Scaled up replica set web-{pod_hash} to 3" for e in items)
+        return any(
+            e["reason"] == "ScalingReplicaSet"
+            and e["message"] == f"Scaled up replica set web-{pod_hash} to 3"
+            for e in items
+        )
 
     await eventually(scaled_event, what="a ScalingReplicaSet event")
 
@@ -298,10 +298,22 @@ async def test_rolling_update_respects_surge_and_unavailability(api: ApiClient) 
             d = await api.get(DEPLOYMENTS, "roll", namespace=NS)
             st = d.get("status") or {}
             live = await active_pods(api, "app=roll")
-            old_left = [p for p in live if p["metadata"]["labels"]["pod-template-hash"] == old_rs["metadata"]["labels"]["pod-template-hash"]]
-            if st.get("updatedReplicas") == replicas and st.get("availableReplicas") == replicas and not old_left and len(live) == replicas:
+            old_left = [
+                p
+                for p in live
+                if p["metadata"]["labels"]["pod-template-hash"]
+                == old_rs["metadata"]["labels"]["pod-template-hash"]
+            ]
+            if (
+                st.get("updatedReplicas") == replicas
+                and st.get("availableReplicas") == replicas
+                and not old_left
+                and len(live) == replicas
+            ):
                 break
-            waiting = [p for p in live if p["spec"]["containers"][0]["image"] == "nginx:2" and not is_ready(p)]
+            waiting = [
+                p for p in live if p["spec"]["containers"][0]["image"] == "nginx:2" and not is_ready(p)
+            ]
             if waiting:
                 await mark_ready(api, waiting[0])  # one new pod becomes Ready: one step of the rollout
                 steps += 1
@@ -331,7 +343,9 @@ async def test_recreate_never_runs_old_and_new_together(api: ApiClient) -> None:
         await api.create(DEPLOYMENTS, deployment("rec", 2, strategy={"type": "Recreate"}))
         await rolled_out(api, "rec", 2)
         listed = await api.list(PODS, namespace=NS, label_selector="app=rec")
-        images: dict[str, str] = {p["metadata"]["name"]: p["spec"]["containers"][0]["image"] for p in listed["items"]}
+        images: dict[str, str] = {
+            p["metadata"]["name"]: p["spec"]["containers"][0]["image"] for p in listed["items"]
+        }
 
         async def watch() -> None:
             rv = listed["metadata"]["resourceVersion"]
@@ -358,7 +372,10 @@ async def test_recreate_never_runs_old_and_new_together(api: ApiClient) -> None:
                 await watcher
     assert seen_mixed == []
     assert {p["spec"]["containers"][0]["image"] for p in await active_pods(api, "app=rec")} == {"nginx:2"}
-    sizes = sorted((rs["metadata"]["annotations"][REVISION], rs["spec"]["replicas"]) for rs in await owned_rss(api, "rec"))
+    sizes = sorted(
+        (rs["metadata"]["annotations"][REVISION], rs["spec"]["replicas"])
+        for rs in await owned_rss(api, "rec")
+    )
     assert sizes == [("1", 0), ("2", 2)]
     assert d["metadata"]["annotations"][REVISION] == "2"
 
@@ -390,12 +407,17 @@ async def test_paused_deployment_does_not_roll_out(api: ApiClient) -> None:
             return c is not None and c["reason"] == "DeploymentPaused" and c["status"] == "Unknown"
 
         await eventually(paused_condition, what="the DeploymentPaused condition")
-        patch = {"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}}}
+        patch = {
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}}
+        }
         await api.patch(DEPLOYMENTS, "pz", patch, namespace=NS)
 
         async def scaled_only() -> bool:
             d = await api.get(DEPLOYMENTS, "pz", namespace=NS)
-            return d["status"].get("observedGeneration") == d["metadata"]["generation"] and d["status"].get("availableReplicas") == 3
+            return (
+                d["status"].get("observedGeneration") == d["metadata"]["generation"]
+                and d["status"].get("availableReplicas") == 3
+            )
 
         await eventually(scaled_only, what="the paused deployment scaled in place")
         (rs,) = await owned_rss(api, "pz")  # no new ReplicaSet while paused
@@ -435,7 +457,9 @@ async def test_scaling_mid_rollout_is_proportional(api: ApiClient) -> None:
 
     async def rescaled() -> dict[str, int] | None:
         rss = await owned_rss(api, "prop")
-        by_image = {rs["spec"]["template"]["spec"]["containers"][0]["image"]: rs["spec"]["replicas"] for rs in rss}
+        by_image = {
+            rs["spec"]["template"]["spec"]["containers"][0]["image"]: rs["spec"]["replicas"] for rs in rss
+        }
         return by_image if sum(by_image.values()) == 22 else None
 
     sizes = await eventually(rescaled, what="both ReplicaSets resized to 20 + maxSurge")
@@ -499,7 +523,9 @@ async def test_cli_scale(api: ApiClient, inproc_api: Any, tmp_path: Path) -> Non
 
     await eventually(three_pods, what="the controllers to follow the new scale")
 
-    code, _out, err = await _kubelite("scale", "deploy", "web", "--replicas", "1", "--current-replicas", "2", "--kubeconfig", kc)
+    code, _out, err = await _kubelite(
+        "scale", "deploy", "web", "--replicas", "1", "--current-replicas", "2", "--kubeconfig", kc
+    )
     assert code == 1 and err.strip() == "error: Expected replicas to be 2, was 3"
     code, _out, err = await _kubelite("scale", "deployment/nope", "--replicas", "1", "--kubeconfig", kc)
     assert code == 1 and err.startswith("error: ") and "nope" in err and "Traceback" not in err

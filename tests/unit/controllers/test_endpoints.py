@@ -6,47 +6,33 @@ No node agent runs: the tests write the pod status an agent would (podIP, phase,
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from kubelite.client import ApiClient, ApiError
 from kubelite.controllers.base import ENDPOINTS, NODES, PODS, SERVICES
-from kubelite.controllers.manager import ControllerManager
+from tests.helpers import eventually, running_controllers
 
 Obj = dict[str, Any]
 NS = "default"
 
 
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
-
-
 @pytest.fixture
 async def api(inproc_api: Any) -> AsyncIterator[ApiClient]:
     client: ApiClient = inproc_api.client
-    manager = ControllerManager(client, ["endpoints"])
-    task = asyncio.create_task(manager.run())
-    try:
+    async with running_controllers(client, ["endpoints"]):
         yield client
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def service(name: str, selector: dict[str, str] | None, ports: list[Obj] | None, **spec: Any) -> Obj:
-    body: Obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS}, "spec": dict(spec)}
+    body: Obj = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": dict(spec),
+    }
     if selector is not None:
         body["spec"]["selector"] = selector
     if ports is not None:
@@ -120,12 +106,16 @@ async def wait_summary(client: ApiClient, name: str, want: list[Any]) -> Obj:
     try:
         result: Obj = await eventually(check, what=f"endpoints {name} == {want}")
     except AssertionError:
-        raise AssertionError(f"endpoints {name}: {summary(await get_endpoints(client, name))} != {want}") from None
+        raise AssertionError(
+            f"endpoints {name}: {summary(await get_endpoints(client, name))} != {want}"
+        ) from None
     return result
 
 
 async def test_addresses_follow_readiness(api: ApiClient) -> None:
-    await api.create(SERVICES, service("web", {"app": "web"}, [{"name": "http", "port": 80, "targetPort": 8080}]))
+    await api.create(
+        SERVICES, service("web", {"app": "web"}, [{"name": "http", "port": 80, "targetPort": 8080}])
+    )
     await make_pod(api, "web-1", {"app": "web"}, "10.0.0.1", ready=True)
     await make_pod(api, "web-2", {"app": "web"}, "10.0.0.2", ready=False)
     await make_pod(api, "web-noip", {"app": "web"}, None, ready=False)
@@ -136,7 +126,12 @@ async def test_addresses_follow_readiness(api: ApiClient) -> None:
     addr = ep["subsets"][0]["addresses"][0]
     pod = await api.get(PODS, "web-1", namespace=NS)
     assert addr["ip"] == "10.0.0.1"
-    assert addr["targetRef"] == {"kind": "Pod", "name": "web-1", "namespace": NS, "uid": pod["metadata"]["uid"]}
+    assert addr["targetRef"] == {
+        "kind": "Pod",
+        "name": "web-1",
+        "namespace": NS,
+        "uid": pod["metadata"]["uid"],
+    }
 
     await set_status(api, "web-2", "10.0.0.2", ready=True)
     await wait_summary(api, "web", [(["web-1", "web-2"], [], http)])
@@ -172,11 +167,19 @@ async def test_named_target_port_groups_pods_by_resolved_port(api: ApiClient) ->
         {"name": "metrics", "port": 9100, "targetPort": 9100},
     ]
     await api.create(SERVICES, service("named", {"app": "named"}, ports))
-    await make_pod(api, "a", {"app": "named"}, "10.0.2.1", True, ports=[{"name": "web", "containerPort": 8080}])
-    await make_pod(api, "b", {"app": "named"}, "10.0.2.2", True, ports=[{"name": "web", "containerPort": 9090}])
-    await make_pod(api, "c", {"app": "named"}, "10.0.2.3", False, ports=[{"name": "web", "containerPort": 8080}])
+    await make_pod(
+        api, "a", {"app": "named"}, "10.0.2.1", True, ports=[{"name": "web", "containerPort": 8080}]
+    )
+    await make_pod(
+        api, "b", {"app": "named"}, "10.0.2.2", True, ports=[{"name": "web", "containerPort": 9090}]
+    )
+    await make_pod(
+        api, "c", {"app": "named"}, "10.0.2.3", False, ports=[{"name": "web", "containerPort": 8080}]
+    )
     # No port named "web": it gets only the numeric one.
-    await make_pod(api, "d", {"app": "named"}, "10.0.2.4", True, ports=[{"name": "other", "containerPort": 7070}])
+    await make_pod(
+        api, "d", {"app": "named"}, "10.0.2.4", True, ports=[{"name": "other", "containerPort": 7070}]
+    )
     await wait_summary(api, "named", [
         (["a"], ["c"], [("http", 8080, "TCP"), ("metrics", 9100, "TCP")]),
         (["b"], [], [("http", 9090, "TCP"), ("metrics", 9100, "TCP")]),
@@ -185,7 +188,9 @@ async def test_named_target_port_groups_pods_by_resolved_port(api: ApiClient) ->
 
 
 async def test_headless_service_with_hostnames_and_publish_not_ready(api: ApiClient) -> None:
-    await api.create(SERVICES, service("peers", {"app": "peers"}, None, clusterIP="None", publishNotReadyAddresses=True))
+    await api.create(
+        SERVICES, service("peers", {"app": "peers"}, None, clusterIP="None", publishNotReadyAddresses=True)
+    )
     await make_pod(api, "p-0", {"app": "peers"}, "10.0.3.1", True, hostname="p-0", subdomain="peers")
     await make_pod(api, "p-1", {"app": "peers"}, "10.0.3.2", False, hostname="p-1", subdomain="peers")
     await make_pod(api, "p-x", {"app": "peers"}, "10.0.3.3", True, hostname="p-x", subdomain="elsewhere")
@@ -206,7 +211,9 @@ async def test_selectorless_endpoints_are_left_alone_and_deleted_with_service(ap
     await wait_summary(api, "auto", [(["auto-1"], [], [(None, 80, "TCP")])])
     # The controller has processed "auto"; "manual" (created before it) must be untouched.
     manual = await api.get(ENDPOINTS, "manual", namespace=NS)
-    assert manual["subsets"] == [{"addresses": [{"ip": "192.168.1.1"}], "ports": [{"port": 80, "protocol": "TCP"}]}]
+    assert manual["subsets"] == [
+        {"addresses": [{"ip": "192.168.1.1"}], "ports": [{"port": 80, "protocol": "TCP"}]}
+    ]
     assert manual["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
 
     await api.delete(SERVICES, "auto", namespace=NS)

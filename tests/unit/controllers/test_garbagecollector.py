@@ -7,8 +7,6 @@ with hand-written ownerReferences; no workload controller runs, so nothing recre
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,35 +15,18 @@ import pytest
 from kubelite.api.registry import ResourceType
 from kubelite.client import ApiClient, ApiError
 from kubelite.controllers.base import CONFIGMAPS, DEPLOYMENTS, LEASES, NODES, PODS, REPLICASETS
-from kubelite.controllers.manager import ControllerManager
+from tests.helpers import eventually, running_controllers
 
 Obj = dict[str, Any]
 NS = "default"
 LABELS = {"app": "gc"}
 
 
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
-
-
 @pytest.fixture
 async def api(inproc_api: Any) -> AsyncIterator[ApiClient]:
     client: ApiClient = inproc_api.client
-    manager = ControllerManager(client, ["garbagecollector"])
-    task = asyncio.create_task(manager.run())
-    try:
+    async with running_controllers(client, ["garbagecollector"]):
         yield client
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def ref(owner: Obj, controller: bool = True, block: bool = True) -> Obj:
@@ -99,7 +80,9 @@ async def get_or_none(client: ApiClient, rt: ResourceType, name: str, ns: str | 
         raise
 
 
-def gone(client: ApiClient, rt: ResourceType, name: str, ns: str | None = NS) -> Callable[[], Awaitable[bool]]:
+def gone(
+    client: ApiClient, rt: ResourceType, name: str, ns: str | None = NS
+) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return await get_or_none(client, rt, name, ns) is None
 

@@ -9,33 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from kubelite.client import ApiClient
 from kubelite.controllers.base import EVENTS, LEASES, NODES, PODS, ControllerSettings
-from kubelite.controllers.manager import ControllerManager
+from tests.helpers import eventually, running_controllers
 
 Obj = dict[str, Any]
 NS = "default"
 LEASE_NS = "kube-node-lease"
 UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"
-SETTINGS = ControllerSettings(node_monitor_grace_period=2.0, node_monitor_period=0.2, default_toleration_seconds=1)
-
-
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+SETTINGS = ControllerSettings(
+    node_monitor_grace_period=2.0, node_monitor_period=0.2, default_toleration_seconds=1
+)
 
 
 def micro_now() -> str:
@@ -77,28 +67,26 @@ class FakeAgent:
 
     async def _renew(self) -> None:
         while True:
-            await self.client.patch(LEASES, self.node, {"spec": {"renewTime": micro_now()}}, namespace=LEASE_NS)
+            await self.client.patch(
+                LEASES, self.node, {"spec": {"renewTime": micro_now()}}, namespace=LEASE_NS
+            )
             await asyncio.sleep(0.3)
 
 
 @pytest.fixture
 async def api(inproc_api: Any) -> AsyncIterator[ApiClient]:
     client: ApiClient = inproc_api.client
-    manager = ControllerManager(client, ["nodelifecycle"], SETTINGS)
-    task = asyncio.create_task(manager.run())
-    try:
+    async with running_controllers(client, ["nodelifecycle"], SETTINGS):
         yield client
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def make_pod(client: ApiClient, name: str, node: str, tolerations: list[Obj] | None = None) -> None:
     spec: Obj = {"nodeName": node, "containers": [{"name": "c", "image": "nginx:1"}]}
     if tolerations is not None:
         spec["tolerations"] = tolerations
-    await client.create(PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS}, "spec": spec})
+    await client.create(
+        PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS}, "spec": spec}
+    )
     status = {"phase": "Running", "podIP": "10.1.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
     await client.patch(PODS, name, {"status": status}, namespace=NS, subresource="status")
 
@@ -130,7 +118,9 @@ async def test_silent_node_is_tainted_and_its_pods_evicted_by_toleration(api: Ap
     await make_pod(api, "zero", "n1", [tol(0)])
     await make_pod(api, "forever", "n1", [tol(None)])
     await make_pod(api, "long", "n1", [tol(3600)])
-    await make_pod(api, "not-ready-only", "n1", [{"key": NOT_READY, "operator": "Exists", "effect": "NoExecute"}])
+    await make_pod(
+        api, "not-ready-only", "n1", [{"key": NOT_READY, "operator": "Exists", "effect": "NoExecute"}]
+    )
 
     # Alive for longer than the grace period: nothing happens.
     await asyncio.sleep(SETTINGS.node_monitor_grace_period + 1)
@@ -153,7 +143,9 @@ async def test_silent_node_is_tainted_and_its_pods_evicted_by_toleration(api: Ap
     assert taint.get("timeAdded")
 
     await eventually(lambda: terminating(api, "zero"), what="the pod tolerating 0 s to be evicted")
-    await eventually(lambda: terminating(api, "default-tol"), what="the pod with the default toleration to be evicted")
+    await eventually(
+        lambda: terminating(api, "default-tol"), what="the pod with the default toleration to be evicted"
+    )
     # A toleration for not-ready does not cover unreachable: the default toleration applies to it.
     await eventually(lambda: terminating(api, "not-ready-only"), what="the pod tolerating only not-ready")
     await asyncio.sleep(1.0)  # well past the default toleration
@@ -167,7 +159,8 @@ async def test_silent_node_is_tainted_and_its_pods_evicted_by_toleration(api: Ap
     async def evicted_event() -> bool:
         events = (await api.list(EVENTS, namespace=NS))["items"]
         return any(
-            e["reason"] == "TaintManagerEviction" and e["message"] == f"Marking for deletion Pod {NS}/default-tol"
+            e["reason"] == "TaintManagerEviction"
+            and e["message"] == f"Marking for deletion Pod {NS}/default-tol"
             for e in events
         )
 

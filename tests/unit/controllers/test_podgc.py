@@ -10,14 +10,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from kubelite.client import ApiClient, ApiError
 from kubelite.controllers.base import LEASES, NODES, PODS, ControllerSettings
-from kubelite.controllers.manager import ControllerManager
+from tests.helpers import eventually, running_controllers
 
 Obj = dict[str, Any]
 NS = "default"
@@ -32,17 +32,6 @@ SETTINGS = ControllerSettings(
 )
 
 
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
-
-
 def micro_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -50,14 +39,8 @@ def micro_now() -> str:
 @pytest.fixture
 async def api(inproc_api: Any) -> AsyncIterator[ApiClient]:
     client: ApiClient = inproc_api.client
-    manager = ControllerManager(client, ["podgc"], SETTINGS)
-    task = asyncio.create_task(manager.run())
-    try:
+    async with running_controllers(client, ["podgc"], SETTINGS):
         yield client
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def make_node(client: ApiClient, name: str) -> None:
@@ -81,7 +64,9 @@ async def make_pod(client: ApiClient, name: str, node: str | None, phase: str = 
     spec: Obj = {"containers": [{"name": "c", "image": "nginx:1"}]}
     if node:
         spec["nodeName"] = node
-    await client.create(PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS}, "spec": spec})
+    await client.create(
+        PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS}, "spec": spec}
+    )
     await client.patch(PODS, name, {"status": {"phase": phase}}, namespace=NS, subresource="status")
 
 
@@ -117,7 +102,9 @@ async def test_terminating_pod_force_deleted_only_after_node_silent_for_period(a
     await asyncio.sleep(FORCE_AFTER / 2)
     # Safety: an agent might still run it until it fences; it must not be force-deleted yet.
     assert not await gone(api, "web-0")
-    await eventually(lambda: gone(api, "web-0"), what="the terminating pod on the silent node to be force-deleted")
+    await eventually(
+        lambda: gone(api, "web-0"), what="the terminating pod on the silent node to be force-deleted"
+    )
     # Never before the period has passed since the agent's last renewal (after which it would fence).
     assert time.monotonic() - renewals[-1] >= FORCE_AFTER
     # Not terminating: not podgc's business (taint-based eviction decides about it).

@@ -42,7 +42,11 @@ def pod(
     restarts: int = 0,
     cost: int | None = None,
 ) -> Obj:
-    p: Obj = {"metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": ts(created)}, "spec": {}, "status": {}}
+    p: Obj = {
+        "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": ts(created)},
+        "spec": {},
+        "status": {},
+    }
     if node:
         p["spec"]["nodeName"] = node
     if phase:
@@ -177,7 +181,14 @@ def test_pod_from_template() -> None:
     assert m["labels"] == {"app": "web", "pod-template-hash": "abc"}
     assert m["annotations"] == {"a": "b"} and m["finalizers"] == ["x/y"]
     assert m["ownerReferences"] == [
-        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-abc", "uid": "u-1", "controller": True, "blockOwnerDeletion": True}
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "name": "web-abc",
+            "uid": "u-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
     ]
     assert p["spec"] == template["spec"] and p["spec"] is not template["spec"]
     fixed = pod_from_template(template, owner, name="web-0")

@@ -9,29 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from kubelite.client import ApiClient
 from kubelite.controllers.base import EVENTS, PODS, REPLICASETS
-from kubelite.controllers.manager import ControllerManager
+from tests.helpers import eventually, running_controllers
 
 Obj = dict[str, Any]
 NS = "default"
-
-
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``fn`` until it returns something truthy (returned) or raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
 def rs_manifest(name: str, replicas: int, app: str | None = None, min_ready: int = 0) -> Obj:
@@ -68,21 +56,20 @@ async def mark_ready(client: ApiClient, pod: Obj, ready: bool = True) -> None:
 
 
 async def bind(client: ApiClient, pod: Obj, node: str = "node-1") -> None:
-    body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod["metadata"]["name"]}, "target": {"kind": "Node", "name": node}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": pod["metadata"]["name"]},
+        "target": {"kind": "Node", "name": node},
+    }
     await client.request("POST", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}/binding", json=body)
 
 
 @pytest.fixture
 async def api(inproc_api: Any) -> AsyncIterator[ApiClient]:
     client: ApiClient = inproc_api.client
-    manager = ControllerManager(client, ["replicaset"])
-    task = asyncio.create_task(manager.run())
-    try:
+    async with running_controllers(client, ["replicaset"]):
         yield client
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def settled(client: ApiClient, name: str, replicas: int) -> Obj:

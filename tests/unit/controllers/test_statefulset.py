@@ -21,20 +21,9 @@ from kubelite.client.rest import resource_path
 from kubelite.controllers.base import EVENTS, PODS, PVCS, STATEFULSETS
 from kubelite.controllers.manager import ControllerManager
 from kubelite.controllers.statefulset import ordinal_of
+from tests.helpers import eventually
 
 Obj = dict[str, Any]
-
-
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """Poll ``fn`` until it returns something truthy; fail with its last value otherwise."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
 async def update(client: ApiClient, rt: Any, name: str, change: Callable[[Obj], None]) -> Obj:

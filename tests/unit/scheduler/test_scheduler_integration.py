@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,21 +14,10 @@ import pytest
 from kubelite.client import ApiClient
 from kubelite.controllers.base import EVENTS, NODES, PODS
 from kubelite.controllers.manager import ControllerManager
+from tests.helpers import eventually
 from tests.unit.scheduler._objects import make_node, make_pod, required_affinity
 
 Obj = dict[str, Any]
-
-
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """Poll ``fn`` until it returns something truthy (and return that) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await fn()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 async def create_node(client: ApiClient, node: Obj) -> None:
