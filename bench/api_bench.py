@@ -54,14 +54,14 @@ async def timed(
     return time.perf_counter() - t0
 
 
-async def concurrent_latency(url: str, clients: int, per_client: int) -> None:
+async def concurrent_latency(url: str, clients: int, per_client: int, prefix: str = "lat") -> None:
     conn = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=conn) as s:
         lat: dict[str, list[float]] = {"create": [], "get": [], "list": []}
 
         async def worker(w: int) -> None:
             for i in range(per_client):
-                name = f"lat-{w}-{i}"
+                name = f"{prefix}-{w}-{i}"
                 lat["create"].append(await timed(s, "POST", f"{url}{NS}/configmaps", {"metadata": {"name": name}, "data": {"k": "v"}}))
                 lat["get"].append(await timed(s, "GET", f"{url}{NS}/configmaps/{name}"))
                 lat["list"].append(await timed(s, "GET", f"{url}{NS}/configmaps", params={"labelSelector": "none=1"}))
@@ -164,6 +164,10 @@ async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="kubelite-bench-") as tmp:
         server = start_server(Path(tmp) / "srv", None, "--controllers", "")
         try:
+            if args.clients_sweep:  # latency vs concurrency only (the plot in RESULTS.md)
+                for clients in (int(c) for c in args.clients_sweep.split(",")):
+                    await concurrent_latency(server.url, clients, args.per_client, f"lat{clients}")
+                return
             await concurrent_latency(server.url, args.clients, args.per_client)
             await churn(server.url, 100.0, args.churn_seconds)
             await watch_fanout(server.url, args.watchers, args.fanout_writes)
@@ -184,13 +188,14 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: checks every figure is produced")
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--per-client", type=int, default=20)
+    p.add_argument("--clients-sweep", default="", help="comma-separated client counts: only the latency figures")
     p.add_argument("--watchers", type=int, default=100)
     p.add_argument("--fanout-writes", type=int, default=50)
     p.add_argument("--churn-seconds", type=float, default=10.0)
     p.add_argument("--rss-pods", type=int, default=3000)
     p.add_argument("--pods", type=int, default=30000)
     args = p.parse_args()
-    if args.quick:
+    if args.quick and not args.clients_sweep:
         args.clients, args.per_client, args.watchers, args.fanout_writes = 20, 3, 20, 5
         args.churn_seconds, args.rss_pods, args.pods = 2.0, 200, 400
     asyncio.run(main_async(args))

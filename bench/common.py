@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "results.jsonl"
+# `kubelite bench` points each script at its own staging file; run alone, a script appends here.
+RESULTS = Path(os.environ.get("KUBELITE_BENCH_RESULTS") or ROOT / "bench" / "results" / "results.jsonl")
 
 
 def git_rev() -> str:

@@ -1,6 +1,7 @@
 """Storage driver benchmark: write, read and range throughput.
 
-    python bench/store_bench.py [--url sqlite:///tmp/x.db] [--n 5000] [--quick]
+    python bench/store_bench.py [--url sqlite:///tmp/x.db | --url etcd://host:port] [--n 5000] [--quick]
+    python bench/store_bench.py --etcd   # sqlite vs etcd (1 and 3 local members) + an etcdctl floor
 
 Prints a table and appends one JSON line per figure to bench/results/results.jsonl.
 """
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -126,8 +128,12 @@ def main() -> None:
     parser.add_argument("--url", default="", help="store URL (default: sqlite in a temp dir)")
     parser.add_argument("--n", type=int, default=5000, help="writes/reads per figure")
     parser.add_argument("--quick", action="store_true", help="small n, for CI (< 20 s)")
+    parser.add_argument("--etcd", action="store_true", help="compare sqlite with local 1- and 3-member etcd")
     args = parser.parse_args()
     n = min(args.n, 1000) if args.quick else args.n
+    if args.etcd:
+        compare_etcd(n)
+        return
     tmp = None
     url = args.url
     if not url:
@@ -143,6 +149,37 @@ def main() -> None:
     print(f"store bench: {url} n={n}")
     for f in figures:
         record("store", f"{driver} {f.name}", f.value, f.unit, driver=driver, n=n)
+
+def etcdctl_put_floor(endpoints: str, puts: int = 200) -> float:
+    """Sequential `etcdctl put` processes: what etcd itself sustains, plus one exec per put."""
+    start = time.perf_counter()
+    for i in range(puts):
+        subprocess.run(["etcdctl", "--endpoints", endpoints, "put", f"/floor/{i}", "x"],
+                       check=True, capture_output=True, env={**os.environ, "ETCDCTL_API": "3"})  # fmt: skip
+    return puts / (time.perf_counter() - start)
+
+
+def compare_etcd(n: int) -> None:
+    from tests.etcd_cluster import start_cluster
+
+    tmp = tempfile.mkdtemp(prefix="store-bench-")
+    try:
+        main_args = ["--n", str(n)]
+        subprocess.run([sys.executable, __file__, *main_args], check=True)  # the sqlite figures
+        for size in (1, 3):
+            cluster = start_cluster(Path(tmp) / f"etcd{size}", size)
+            try:
+                driver = f"etcd-{size}-member{'s' if size > 1 else ''}"
+                print(f"store bench: {cluster.url} n={n}")
+                for f in asyncio.run(run(cluster.namespaced_url(), n)):
+                    record("store", f"{driver} {f.name}", f.value, f.unit, driver=driver, n=n)
+                floor = etcdctl_put_floor(cluster.endpoints)
+                record("store", f"{driver} etcdctl_put_sequential", floor, "writes/s", driver=driver)
+            finally:
+                cluster.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
 
 if __name__ == "__main__":
     main()

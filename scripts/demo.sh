@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
-# The main job: bring up kubelite on this machine and run the demo on it.
-# (Today: a single-node control plane on SQLite; provisioning grows this into a full cluster.)
+# The main job: provision the embedded default cluster (1 master + 2 workers as systemd-nspawn
+# machines on this machine, installed with pyinfra) and run the demo on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-DATA_DIR="${KUBELITE_DATA_DIR:-/var/lib/kubelite/server}"
-PORT="${KUBELITE_PORT:-6443}"
-export KUBECONFIG="$DATA_DIR/kubeconfig.yaml"
-mkdir -p "$DATA_DIR"
-if ! curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; then
-    nohup kubelite server --data-dir "$DATA_DIR" --port "$PORT" >"$DATA_DIR/server.log" 2>&1 &
-    echo $! >"$DATA_DIR/server.pid"
-    for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-fi
-kubelite apply -f examples/
-kubelite get all -A
-kubelite get configmaps,services -n default
+
+kubelite cluster up examples/clusters/local.yaml
+KUBECONFIG="$(kubelite cluster kubeconfig local --path)"
+export KUBECONFIG
+
+# The demo: a Deployment behind a Service with a ConfigMap, a DaemonSet, a StatefulSet with volumes.
+kubelite apply -f examples/web.yaml -f examples/daemonset.yaml -f examples/statefulset.yaml
+for _ in $(seq 120); do
+    kubelite get pods -o json | .venv/bin/python -c '
+import json, sys
+pods = json.load(sys.stdin)["items"]
+ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))]
+sys.exit(0 if pods and len(ready) == len(pods) else 1)' && break
+    sleep 1
+done
+kubelite get nodes -o wide
+kubelite get pods -o wide
+kubelite get deployments,daemonsets,statefulsets,services,configmaps
 echo
-echo "kubelite is running (pid $(cat "$DATA_DIR/server.pid" 2>/dev/null || echo '?'), log $DATA_DIR/server.log)."
-echo "Use it with: export KUBECONFIG=$KUBECONFIG; .venv/bin/kubelite get pods -A  (or kubectl)"
-echo "Stop it with: kill \$(cat $DATA_DIR/server.pid)"
+echo "The cluster keeps running. Use it with: export KUBECONFIG=$KUBECONFIG (kubelite or kubectl);"
+echo "status: kubelite cluster status local; tear it down: kubelite cluster down local"

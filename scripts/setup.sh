@@ -9,9 +9,13 @@ APT_PACKAGES=(
     python3 python3-venv curl ca-certificates git
     iproute2 iptables kmod procps       # pod sandboxes, bridges, routes, service rules
     runc busybox-static                 # the default container runtime and the built-in test image
-    docker.io                           # the Docker runtime and the Swarm peer in the benches
+    docker.io containerd                # the Docker runtime and the Swarm peer in the benches
     etcd-server etcd-client             # the etcd datastore and its HA tests
     docker-registry                     # the cluster's image registry (OCI distribution API)
+    systemd-container mmdebstrap openssh-client  # nspawn machines, their image, SSH to them
+    libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
+    dnsmasq-base e2fsprogs              # libvirt VMs (the tests start libvirtd themselves)
+    libvirt-dev pkg-config gcc          # to build libvirt-python
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -26,5 +30,6 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,provision,bench]' 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c 'import kubelite, aiohttp, kubernetes' >/dev/null
+scripts/fetch-kubectl.sh >/dev/null  # kubectl 1.20 for the kubectl compatibility tests

@@ -14,8 +14,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from kubelite.agent.httpserver import AgentHttpServer
 from kubelite.agent.node import NodeConfig, NodeHeartbeat
 from kubelite.agent.pods import PodDispatcher, PodManager
+from kubelite.agent.routes import ClusterNetwork, NetworkConfig
 from kubelite.agent.runtime import Runtime, RuntimeOptions
 from kubelite.agent.runtimes import create_runtime
 from kubelite.client import ApiClient, ApiConnectionError, ApiError
@@ -41,6 +43,7 @@ class Agent:
         *,
         dispatcher: PodDispatcher | None = None,
         jitter: bool = False,
+        network: NetworkConfig | None = None,
     ) -> None:
         self.client = client
         self.config = config
@@ -60,6 +63,12 @@ class Agent:
         self.dispatcher.register(self.pods)
         self._pod_cidr: str | None = None
         self._task: asyncio.Task[None] | None = None
+        # Routes to other nodes, the Service proxy and cluster DNS (routes.py); None for hollow nodes.
+        self.network = ClusterNetwork(client, config.name, runtime, network) if network is not None else None
+        # Hollow nodes share one endpoint (HollowNodes starts it); a real node serves its own.
+        self.http: AgentHttpServer | None = (
+            AgentHttpServer({config.name: self.pods}, config.node_ip, config.agent_port) if self._own_dispatcher else None
+        )
 
     @property
     def name(self) -> str:
@@ -100,13 +109,21 @@ class Agent:
             self._task = asyncio.create_task(self.heartbeat.run(), name=f"heartbeat-{self.name}")
 
     async def start(self) -> None:
+        if self.http is not None:
+            # Bound before registering, so the Node publishes the port that really serves logs/exec.
+            await self.http.start()
+            self.config.agent_port = self.http.port
         await self.register()
         await self.heartbeat.renew_lease()
         self.start_heartbeat()
+        if self.network is not None:
+            await self.network.start()
         if self._own_dispatcher:
             await self.dispatcher.start()
 
-    async def stop(self) -> None:
+    async def stop(self, cleanup_network: bool = True) -> None:
+        if self.network is not None:
+            await self.network.stop(cleanup=cleanup_network)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -114,6 +131,8 @@ class Agent:
             self._task = None
         if self._own_dispatcher:
             await self.dispatcher.stop()
+        if self.http is not None:
+            await self.http.stop()
         await self.runtime.close()
 
     def pause_heartbeat(self) -> None:
@@ -157,7 +176,10 @@ class HollowNodes:
         self.client = client
         self.dispatcher = PodDispatcher(client, workers=workers)
         self._concurrency = registration_concurrency
-        base = NodeConfig(name=base_name, node_ip=node_opts.pop("node_ip", "127.0.0.1"), hollow=True)
+        node_ip = node_opts.pop("node_ip", "127.0.0.1")
+        # One logs/exec endpoint for every hollow node of the process (any free port by default).
+        self.http = AgentHttpServer(self.dispatcher.managers, node_ip, node_opts.pop("agent_port", 0))
+        base = NodeConfig(name=base_name, node_ip=node_ip, hollow=True)
         base = replace(base, **node_opts)
         data_dir = data_dir or Path("/var/lib/kubelite/agent")
         self.agents: list[Agent] = []
@@ -179,6 +201,9 @@ class HollowNodes:
         self.agent(node).resume_heartbeat()
 
     async def start(self) -> None:
+        await self.http.start()
+        for agent in self.agents:
+            agent.config.agent_port = self.http.port
         sem = asyncio.Semaphore(self._concurrency)
 
         async def register(agent: Agent) -> None:
@@ -194,3 +219,4 @@ class HollowNodes:
     async def stop(self) -> None:
         await asyncio.gather(*(a.stop() for a in self.agents))
         await self.dispatcher.stop()
+        await self.http.stop()

@@ -197,6 +197,7 @@ class NodeConfig:
     status_update_interval: float = 10.0
     fencing_period: float = 20.0
     lease_duration: int = LEASE_DURATION_SECONDS
+    agent_port: int = AGENT_PORT  # logs/exec endpoint; 0 = any free port (published once bound)
 
     def validate(self) -> None:
         """ValueError with a one-line message for an unusable value."""
@@ -216,6 +217,8 @@ class NodeConfig:
             raise ValueError("--heartbeat-interval and --fencing-period must be greater than 0")
         if self.fencing_period <= self.heartbeat_interval:
             raise ValueError("--fencing-period must be longer than --heartbeat-interval")
+        if not 0 <= self.agent_port < 65536:
+            raise ValueError(f"--agent-port {self.agent_port} is out of range (0-65535)")
 
 
 def node_info(config: NodeConfig) -> Obj:
@@ -311,7 +314,7 @@ def build_node(config: NodeConfig, conditions: list[Obj]) -> Obj:
             ],
             "nodeInfo": node_info(config),
             "conditions": conditions,
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": AGENT_PORT}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": config.agent_port}},
         },
     }
 

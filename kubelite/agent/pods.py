@@ -12,6 +12,12 @@ with thousands of pods an agent that rewrote unchanged statuses would flood the 
 
 Runtime state changes the agent did not cause (a container exiting by itself) are found by
 relisting the runtime every ``Runtime.relist_period`` (kubelet's PLEG); the fake runtime has none.
+
+Before a pod's containers start its volumes are set up (``volumes.py``); each container's
+environment, ``$(VAR)``-expanded command/args, mounts and log file are resolved into one
+:class:`~kubelite.agent.runtime.ContainerConfig` (``env.py``, ``logs.py``). Probes (``probes.py``)
+decide readiness and kill containers whose liveness probe fails; configMap/secret/downward volumes
+are refreshed every ``volume_sync_period`` seconds.
 """
 
 from __future__ import annotations
@@ -21,13 +27,21 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
+from kubelite.agent.env import ApiObjectSource, EnvError, ObjectSource, PodContext, build_env, resolve_command
+from kubelite.agent.logs import container_log_path, pod_log_dir
+from kubelite.agent.probes import ProbeManager
 from kubelite.agent.runtime import (
+    ContainerConfig,
     ContainerState,
     ContainerStatus,
     CreateContainerError,
+    ImageNeverPullError,
     ImagePullError,
     Mount,
     NotFoundError,
@@ -36,6 +50,8 @@ from kubelite.agent.runtime import (
     RuntimeFailure,
     SandboxState,
 )
+from kubelite.agent.volumes import VolumeError, VolumeManager, container_mounts
+from kubelite.api.quantity import QuantityError, cpu_millis, to_int
 from kubelite.api.registry import by_path
 from kubelite.client import ApiClient, ApiError, Informer, WorkQueue, run_workers
 from kubelite.client.informer import object_key
@@ -49,6 +65,7 @@ __all__ = [
     "RestartBackoff",
     "RunningIsReady",
     "compute_pod_status",
+    "container_config",
     "container_status_entry",
     "pod_phase",
     "status_patch",
@@ -145,6 +162,7 @@ class PodRecord:
     init: dict[str, ContainerRecord] = field(default_factory=dict)
     containers: dict[str, ContainerRecord] = field(default_factory=dict)
     finished: bool = False  # reached Succeeded/Failed: nothing runs again
+    volume_paths: dict[str, Path] = field(default_factory=dict)  # volume name -> host path, once set up
 
     def records(self) -> list[ContainerRecord]:
         return [*self.init.values(), *self.containers.values()]
@@ -433,9 +451,46 @@ def status_patch(old: Obj, new: Obj) -> Obj:
     return patch
 
 
-def _env(container: Obj) -> dict[str, str]:
-    # Literal values only; valueFrom (ConfigMap/Secret/field refs) comes with the real runtimes.
-    return {e["name"]: str(e.get("value", "")) for e in container.get("env") or [] if "name" in e and "valueFrom" not in e}
+def _resource(c: Obj, kind: str, name: str, convert: Callable[[Any], int]) -> int | None:
+    raw = ((c.get("resources") or {}).get(kind) or {}).get(name)
+    if raw is None:
+        return None
+    try:
+        return convert(raw)
+    except (QuantityError, ValueError):
+        return None  # the API server validated it; an odd value must not stop the container
+
+
+def container_config(
+    c: Obj, env: dict[str, str], mounts: list[Mount], log_path: Path | None
+) -> ContainerConfig:
+    """The runtime's view of spec container ``c`` with its resolved environment and mounts."""
+    command, args = resolve_command(c, env)
+    sc = c.get("securityContext") or {}
+
+    def opt_int(v: Any) -> int | None:
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    return ContainerConfig(
+        name=str(c.get("name", "")),
+        image=str(c.get("image", "")),
+        command=command,
+        args=args,
+        env=env,
+        mounts=mounts,
+        working_dir=str(c.get("workingDir") or ""),
+        log_path=log_path,
+        tty=bool(c.get("tty")),
+        stdin=bool(c.get("stdin")),
+        cpu_request_millis=_resource(c, "requests", "cpu", cpu_millis),
+        cpu_limit_millis=_resource(c, "limits", "cpu", cpu_millis),
+        memory_request_bytes=_resource(c, "requests", "memory", to_int),
+        memory_limit_bytes=_resource(c, "limits", "memory", to_int),
+        run_as_user=opt_int(sc.get("runAsUser")),
+        run_as_group=opt_int(sc.get("runAsGroup")),
+        privileged=bool(sc.get("privileged")),
+        read_only_root_filesystem=bool(sc.get("readOnlyRootFilesystem")),
+    )
 
 
 # --- one node's pods ----------------------------------------------------------------------------
@@ -453,12 +508,25 @@ class PodManager:
         *,
         prober: ReadinessProber | None = None,
         backoff: RestartBackoff | None = None,
+        data_dir: Path | None = None,
+        storage_dir: Path | None = None,
+        object_source: ObjectSource | None = None,
     ) -> None:
         self.client = client
         self.runtime = runtime
         self.node_name = node_name
         self.host_ip = host_ip
-        self.prober = prober or RunningIsReady()
+        # Logs, volumes and claims live under the agent's data dir; the runtime was built with it.
+        self.data_dir = data_dir or _runtime_data_dir(runtime)
+        self.objects = object_source or ApiObjectSource(client)
+        self.volumes = VolumeManager(client, node_name, self.data_dir, storage_dir=storage_dir, source=self.objects)
+        self.notify: Callable[[str], None] | None = None  # schedules a pod key's sync (set by the dispatcher)
+        self.probes: ProbeManager | None = None
+        if prober is None:
+            self.probes = ProbeManager(runtime, on_change=self._wake, on_kill=self._probe_kill)
+            prober = self.probes
+        self._killing: set[str] = set()  # container ids a failed liveness probe is stopping
+        self.prober = prober
         self.backoff = backoff or RestartBackoff()
         self.scheme = runtime.version.split("://", 1)[0] or "container"
         self.fenced = False
@@ -509,6 +577,7 @@ class PodManager:
             if r.container_id is not None:
                 await self._remove_container(r.container_id)
             r.container_id, r.restart_count = c.id, c.attempt
+        await self.volumes.teardown_orphans(set(self._records) | {str(u) for u in known if u})
         if self._records:
             log.info("node %s: re-adopted %d pod(s) from the runtime", self.node_name, len(self._records))
 
@@ -520,9 +589,11 @@ class PodManager:
         old_uid = self._by_key.get(key)
         if old_uid and old_uid != uid:
             # Gone from the API, or replaced by a new pod of the same name: the old one must not run.
-            await self._kill(self._records.pop(old_uid))
+            old_rec = self._records.pop(old_uid)
+            await self._kill(old_rec)
             del self._by_key[key]
             self.backoff.forget_pod(old_uid)
+            await self._cleanup(old_rec.key, old_uid)
         if pod is None or self.fenced:
             return None  # unfencing re-syncs every pod
         meta = pod.get("metadata") or {}
@@ -571,6 +642,7 @@ class PodManager:
         if rec is not None:
             await self._kill(rec, grace=float(meta.get("deletionGracePeriodSeconds") or 0))
             self.backoff.forget_pod(rec.uid)
+        await self._cleanup(key, str(meta["uid"]), pod)
         try:
             await self.client.delete(
                 PODS, meta["name"], meta.get("namespace"), grace_period_seconds=0, preconditions={"uid": meta["uid"]}
@@ -590,10 +662,25 @@ class PodManager:
                     r.container_id = None
             rec.sandbox = await self.runtime.run_pod_sandbox(pod)
             rec.start_time = rec.start_time or rfc3339()
+        try:
+            rec.volume_paths = await self.volumes.setup(pod, self._context(rec))
+        except VolumeError as e:
+            # kubelet's FailedMount: nothing starts until every volume is there.
+            for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+                group = rec.init if c in (spec.get("initContainers") or []) else rec.containers
+                r = group.setdefault(c["name"], ContainerRecord(c["name"]))
+                if r.status is None or r.status.state is not ContainerState.RUNNING:
+                    r.waiting_reason, r.waiting_message = "ContainerCreating", f"MountVolume.SetUp failed: {e}"
+            log.warning("pod %s: volumes not ready: %s", rec.key, e)
+            return 5.0
         for r in rec.records():
             if r.container_id is not None:
                 try:
                     r.status = await self.runtime.container_status(r.container_id)
+                    if r.status.state is ContainerState.RUNNING:
+                        self._track_probes(pod, rec, r)  # re-adopted containers are probed too
+                    elif self.probes is not None:
+                        self.probes.untrack(r.container_id)
                 except NotFoundError:
                     # Removed behind our back: count it as a failed attempt.
                     r.status = ContainerStatus(id=r.container_id, state=ContainerState.EXITED, exit_code=137,
@@ -669,20 +756,34 @@ class PodManager:
             r.status = await self.runtime.container_status(r.container_id)
             return 0.0
         image = str(c.get("image", ""))
+        policy = str(c.get("imagePullPolicy") or "IfNotPresent")
         try:
-            if c.get("imagePullPolicy") == "Always" or not await self.runtime.image_present(image):
+            if policy == "Always" or not await self.runtime.image_present(image):
+                if policy == "Never":
+                    raise ImageNeverPullError(f'container image "{image}" is not present with pull policy of Never')
                 await self.runtime.pull_image(image)
         except ImagePullError as e:
-            r.waiting_reason, r.waiting_message = "ErrImagePull", str(e)
+            # A first failure is ErrImagePull; retries back off (ImagePullBackOff), as kubelet shows them.
+            reason = e.reason
+            if reason == "ErrImagePull" and r.waiting_reason in ("ErrImagePull", "ImagePullBackOff"):
+                reason = "ImagePullBackOff"
+            r.waiting_reason, r.waiting_message = reason, str(e)
             return 10.0
-        mounts: list[Mount] = []  # volumes come with the real runtimes
-        attempt = r.restart_count
-        if r.status is not None:  # a previous attempt ended: this is a restart
-            attempt += 1
-            if r.container_id is not None:
-                await self._remove_container(r.container_id)
+        attempt = r.restart_count + (1 if r.status is not None else 0)  # a previous attempt ended: a restart
         try:
-            cid = await self.runtime.create_container(rec.sandbox.id, pod, c, attempt, _env(c), mounts)
+            env = await build_env(pod, c, self.objects, self._context(rec))
+            mounts = container_mounts(pod, c, rec.volume_paths)
+        except (EnvError, VolumeError) as e:
+            r.waiting_reason, r.waiting_message = "CreateContainerConfigError", str(e)
+            return 10.0
+        except ApiError as e:  # the API server is unreachable or failing: a temporary error
+            r.waiting_reason, r.waiting_message = "CreateContainerConfigError", f"cannot read env sources: {e}"
+            return 5.0
+        config = container_config(c, env, mounts, container_log_path(self.data_dir, pod, c["name"], attempt))
+        if r.status is not None and r.container_id is not None:
+            await self._remove_container(r.container_id)
+        try:
+            cid = await self.runtime.create_container(rec.sandbox.id, pod, c, attempt, env, mounts, config=config)
         except CreateContainerError as e:
             r.waiting_reason, r.waiting_message = "CreateContainerError", str(e)
             return 10.0
@@ -690,9 +791,95 @@ class PodManager:
             r.last_termination = r.status
         r.container_id, r.restart_count, r.status = cid, attempt, None
         r.waiting_reason = r.waiting_message = ""
-        await self.runtime.start_container(cid)
+        try:
+            await self.runtime.start_container(cid)
+        except RuntimeFailure as e:  # kubelet's RunContainerError: show it and back off
+            r.waiting_reason, r.waiting_message = "RunContainerError", str(e)
+            r.status = await self.runtime.container_status(cid)
+            return 10.0
         r.status = await self.runtime.container_status(cid)
+        if r.status.state is ContainerState.RUNNING:
+            self._track_probes(pod, rec, r)
         return 0.0
+
+    def _context(self, rec: PodRecord) -> PodContext:
+        return PodContext(pod_ip=(rec.sandbox.ip if rec.sandbox else None) or "", host_ip=self.host_ip)
+
+    # --- probes ---
+
+    def _track_probes(self, pod: Obj, rec: PodRecord, r: ContainerRecord) -> None:
+        if self.probes is None or r.container_id is None or r.container_id in self._killing:
+            return
+        spec = pod.get("spec") or {}
+        c = next((x for x in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+                  if x.get("name") == r.name), None)
+        if c is not None:
+            self.probes.track(rec.key, c, r.container_id, (rec.sandbox.ip if rec.sandbox else None) or "")
+
+    def _wake(self, key: str) -> None:
+        if self.notify is not None:
+            self.notify(key)
+
+    async def _probe_kill(self, key: str, container_id: str, message: str) -> None:
+        """A liveness (or startup) probe failed: kill the container; the sync restarts it per policy."""
+        rec = self.record(key)
+        if rec is None or self.fenced:
+            return
+        if container_id in self._killing:
+            return  # already being stopped: one kill per failure, however long the grace period
+        log.info("pod %s: killing container %s: %s", key, container_id[:12], message)
+        self._killing.add(container_id)
+        try:
+            with contextlib.suppress(NotFoundError):
+                await self.runtime.stop_container(container_id, rec.grace)
+        finally:
+            self._killing.discard(container_id)
+        self._wake(key)
+
+    # --- volumes, logs ---
+
+    async def refresh_volumes(self, pod_of: Callable[[str], Obj | None]) -> list[str]:
+        """Bring configMap/secret/downward volumes of running pods up to date; the keys changed."""
+        changed: list[str] = []
+        for rec in list(self._records.values()):
+            pod = pod_of(rec.key)
+            if pod is None or rec.finished or not self.volumes.has_dynamic_volumes(pod):
+                continue
+            if await self.volumes.refresh(pod, self._context(rec)):
+                changed.append(rec.key)
+        return changed
+
+    def container_log(self, key: str, container: str, previous: bool = False) -> tuple[Path, str | None] | None:
+        """(log file, current container id) of ``container`` of pod ``key``; None if it never ran here.
+
+        ``previous``: the attempt before the current one (its id is None: it is not running).
+        """
+        rec = self.record(key)
+        if rec is None:
+            return None
+        r = rec.containers.get(container) or rec.init.get(container)
+        if r is None or (r.container_id is None and r.status is None):
+            return None
+        ns, _, name = key.partition("/")
+        pod = {"metadata": {"namespace": ns, "name": name, "uid": rec.uid}}
+        if previous:
+            if r.restart_count == 0:
+                return None
+            return container_log_path(self.data_dir, pod, container, r.restart_count - 1), None
+        return container_log_path(self.data_dir, pod, container, r.restart_count), r.container_id
+
+    def container_id(self, key: str, container: str) -> str | None:
+        rec = self.record(key)
+        if rec is None:
+            return None
+        r = rec.containers.get(container) or rec.init.get(container)
+        return r.container_id if r is not None else None
+
+    async def _cleanup(self, key: str, uid: str, pod: Obj | None = None) -> None:
+        """The pod is gone: remove its volume directories and logs (claims' data stay)."""
+        await self.volumes.teardown(uid)
+        ns, _, name = key.partition("/")
+        shutil.rmtree(pod_log_dir(self.data_dir, ns, name, uid), ignore_errors=True)
 
     # --- stopping ---
 
@@ -700,6 +887,8 @@ class PodManager:
         grace = rec.grace if grace is None else grace
         for r in rec.records():
             if r.container_id is not None:
+                if self.probes is not None:
+                    self.probes.untrack(r.container_id)
                 with contextlib.suppress(NotFoundError):
                     await self.runtime.stop_container(r.container_id, grace)
         if rec.sandbox is not None:
@@ -710,6 +899,8 @@ class PodManager:
         await self.runtime.remove_pod_sandbox(sandbox_id)
 
     async def _remove_container(self, container_id: str) -> None:
+        if self.probes is not None:
+            self.probes.untrack(container_id)
         with contextlib.suppress(NotFoundError):
             await self.runtime.stop_container(container_id, 0)
         await self.runtime.remove_container(container_id)
@@ -747,6 +938,13 @@ class PodManager:
         return changed
 
 
+def _runtime_data_dir(runtime: Runtime) -> Path:
+    # Every runtime is built from RuntimeOptions, whose data_dir is the agent's --data-dir.
+    options = getattr(runtime, "options", None)
+    data_dir = getattr(options, "data_dir", None)
+    return Path(data_dir) if data_dir is not None else Path("/var/lib/kubelite/agent")
+
+
 def _grace(pod: Obj) -> float:
     return float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30) or 0)
 
@@ -773,8 +971,10 @@ class PodDispatcher:
         field_selector: str | None = None,
         workers: int = 8,
         sync_period: float = 60.0,
+        volume_sync_period: float = 3.0,
     ) -> None:
         self.client = client
+        self.volume_sync_period = volume_sync_period
         self.informer = Informer(client, PODS, field_selector=field_selector)
         self.informer.add_index("node", lambda p: [_node_of(p)])
         self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=30.0, name="pods")
@@ -787,6 +987,7 @@ class PodDispatcher:
 
     def register(self, manager: PodManager) -> None:
         self.managers[manager.node_name] = manager
+        manager.notify = self.queue.add
 
     def _on_change(self, pod: Obj) -> None:
         node = _node_of(pod)
@@ -814,6 +1015,7 @@ class PodDispatcher:
                 self._on_change(pod)
         self._tasks.append(asyncio.create_task(run_workers(self.queue, self._sync, self.workers), name="pod-workers"))
         self._tasks.append(asyncio.create_task(self._resync_loop(), name="pod-resync"))
+        self._tasks.append(asyncio.create_task(self._volume_loop(), name="pod-volumes"))
         periods = {m.runtime.relist_period for m in self.managers.values()} - {None}
         if periods:
             self._tasks.append(asyncio.create_task(self._relist_loop(min(p for p in periods if p)), name="pod-relist"))
@@ -825,6 +1027,9 @@ class PodDispatcher:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for m in self.managers.values():
+            if m.probes is not None:
+                await m.probes.close()
 
     async def _sync(self, key: str) -> None:
         pod = self.informer.get_by_key(key)
@@ -844,6 +1049,18 @@ class PodDispatcher:
             await asyncio.sleep(self.sync_period * random.uniform(0.9, 1.1))
             for m in self.managers.values():
                 self.enqueue(m.keys())
+
+    async def _volume_loop(self) -> None:
+        # kubelet rereads configMap/secret volumes on a period too (its sync loop plus a TTL cache).
+        while True:
+            await asyncio.sleep(self.volume_sync_period)
+            for m in list(self.managers.values()):
+                if m.fenced:
+                    continue
+                try:
+                    self.enqueue(await m.refresh_volumes(self.informer.get_by_key))
+                except (ApiError, OSError, RuntimeFailure) as e:
+                    log.warning("node %s: volume refresh failed: %s", m.node_name, e)
 
     async def _relist_loop(self, period: float) -> None:
         while True:

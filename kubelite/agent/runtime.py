@@ -31,6 +31,7 @@ __all__ = [
     "LABEL_POD_NAME",
     "LABEL_POD_NAMESPACE",
     "LABEL_POD_UID",
+    "ContainerConfig",
     "ContainerInfo",
     "ContainerState",
     "ContainerStatus",
@@ -67,7 +68,15 @@ class NotFoundError(RuntimeFailure):
 
 
 class ImagePullError(RuntimeFailure):
-    """The image could not be pulled (reported as ErrImagePull)."""
+    """The image could not be pulled (reported as ``reason``: ErrImagePull unless a subclass says)."""
+
+    reason = "ErrImagePull"
+
+
+class ImageNeverPullError(ImagePullError):
+    """The image is absent and the pull policy is Never."""
+
+    reason = "ErrImageNeverPull"
 
 
 class CreateContainerError(RuntimeFailure):
@@ -94,6 +103,11 @@ class RuntimeOptions:
     data_dir: Path
     node_index: int = 0  # position among hollow nodes in one process (fake pod IP ranges)
     pod_cidr: str | None = None  # the node's spec.podCIDR when the control plane assigned one
+    # Cluster DNS for pods with dnsPolicy ClusterFirst (the default): off when cluster_domain is None;
+    # cluster_dns None means the node bridge's gateway address (where the agent serves DNS).
+    cluster_domain: str | None = None
+    cluster_dns: str | None = None
+    registries: tuple[str, ...] = ()  # host:port of OCI registries to pull from (the cluster registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +115,37 @@ class Mount:
     container_path: str
     host_path: str
     read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerConfig:
+    """Everything the agent resolved for one container attempt (``create_container(config=...)``).
+
+    The pod sync builds it (``pods.py``): ``command``/``args`` are the spec's with ``$(VAR)``
+    expanded (empty: use the image's entrypoint/cmd), ``env`` is the final environment (envFrom,
+    env, valueFrom resolved, in order), ``mounts`` the resolved volumeMounts. ``log_path`` is where
+    the container's stdout/stderr must go in CRI log format (``kubelite.agent.logs.CriLogWriter``
+    writes it and rotates). Resource fields are None when the spec sets nothing.
+    """
+
+    name: str
+    image: str
+    command: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    working_dir: str = ""
+    log_path: Path | None = None
+    tty: bool = False
+    stdin: bool = False
+    cpu_request_millis: int | None = None
+    cpu_limit_millis: int | None = None
+    memory_request_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    privileged: bool = False
+    read_only_root_filesystem: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +234,9 @@ class Runtime(abc.ABC):
     #: How often the agent polls ``list_containers()`` for state changes it did not cause
     #: (a container exiting by itself). None: only the agent's own calls change state.
     relist_period: float | None = 1.0
+    # True for a runtime that only simulates containers (hollow nodes): there is no process to
+    # probe and its pod IPs route nowhere, so probes without an explicit host succeed unsent.
+    simulated: bool = False
 
     # --- runtime ---
 
@@ -230,8 +278,12 @@ class Runtime(abc.ABC):
         attempt: int,
         env: dict[str, str],
         mounts: list[Mount],
+        config: ContainerConfig | None = None,
     ) -> str:
-        """Create (not start) one attempt of the spec ``container`` in the sandbox; returns its id."""
+        """Create (not start) one attempt of the spec ``container`` in the sandbox; returns its id.
+
+        The agent always passes ``config`` (``env``/``mounts`` repeat its fields for older callers).
+        """
 
     @abc.abstractmethod
     async def start_container(self, container_id: str) -> None: ...

@@ -69,7 +69,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "namespaces", "Namespace", False, ("ns",), ("status",), (), "V1Namespace",
                  ("create", "delete", "get", "list", "patch", "update", "watch")),
     ResourceType("", "v1", "nodes", "Node", False, ("no",), ("status",), (), "V1Node"),
-    ResourceType("", "v1", "pods", "Pod", True, ("po",), ("status", "binding", "log"), _ALL, "V1Pod"),
+    ResourceType("", "v1", "pods", "Pod", True, ("po",), ("status", "binding", "log", "exec"), _ALL, "V1Pod"),
     ResourceType("", "v1", "services", "Service", True, ("svc",), ("status",), _ALL, "V1Service",
                  ("create", "delete", "get", "list", "patch", "update", "watch")),
     ResourceType("", "v1", "endpoints", "Endpoints", True, ("ep",), (), (), "V1Endpoints"),

@@ -32,9 +32,9 @@ from kubelite.api.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from kubelite.apiserver import discovery, errors
+from kubelite.apiserver import discovery, errors, openapi, proxy, ssa
 from kubelite.apiserver.config import ServerConfig
-from kubelite.apiserver.meta import Obj, meta
+from kubelite.apiserver.meta import Obj, deepcopy, meta
 from kubelite.apiserver.objects import DeleteOptions, ListOptions, ObjectStore, WriteOptions
 from kubelite.storage import StorageError, Store, UnavailableError
 
@@ -127,6 +127,7 @@ class ApiServer:
         self.objects = ObjectStore(store, config)
         self.metrics = Metrics()
         self.ready = False
+        self.stopping = asyncio.Event()
 
     # ---- routing -----------------------------------------------------------------------------
 
@@ -143,11 +144,13 @@ class ApiServer:
             ("/readyz", self.readyz),
             ("/metrics", self.metrics_handler),
             ("/openapi/v2", self.openapi_v2),
+            ("/openapi/v3", self.openapi_v3),
             ("/api", self.api_root),
             ("/apis", self.apis_root),
         ):
             r.add_get(path, handler)
             r.add_get(path + "/", handler)
+        r.add_get("/openapi/v3/{gv:.+}", self.openapi_v3_group)
         r.add_route("*", "/api/{tail:.+}", self.resource_handler)
         r.add_route("*", "/apis/{tail:.+}", self.resource_handler)
         return app
@@ -225,8 +228,19 @@ class ApiServer:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
-        # An empty protobuf document: what lets `kubectl apply` validation pass (see kubernetes-wire.md).
+        if openapi.wants_json(request.headers.get("Accept", "")):
+            return web.Response(body=openapi.v2_document(), content_type=JSON)
+        # Asked for protobuf only (kubectl apply's validation): the empty protobuf document passes it.
         return web.Response(body=b"", content_type="application/octet-stream")
+
+    async def openapi_v3(self, request: web.Request) -> web.Response:
+        return _json(openapi.v3_discovery())
+
+    async def openapi_v3_group(self, request: web.Request) -> web.Response:
+        body = openapi.v3_document(request.match_info["gv"])
+        if body is None:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
+        return web.Response(body=body, content_type=JSON)
 
     async def api_root(self, request: web.Request) -> web.Response:
         return _json(discovery.api_versions(f"{request.host}"))
@@ -318,14 +332,14 @@ class ApiServer:
         if verb == "create":
             if t.name is not None:
                 raise errors.StatusError(405, "MethodNotAllowed", "POST to a named object is not allowed")
-            opts = self._write_options(q)
+            opts = self._write_options(request)
             obj = await self._read_body(request)
             created = await self.objects.create(t.rt, t.namespace, obj, opts)
             return _json(created, 201, self._warning_headers(opts))
         assert t.name is not None or verb == "deletecollection"
         if verb == "update":
             assert t.name is not None
-            opts = self._write_options(q)
+            opts = self._write_options(request)
             obj = await self._read_body(request)
             return _json(await self.objects.update(t.rt, t.namespace, t.name, obj, None, opts), 200, self._warning_headers(opts))
         if verb == "patch":
@@ -348,7 +362,7 @@ class ApiServer:
             if verb == "get":
                 return _json(await self.objects.get(t.rt, t.namespace, t.name))
             if verb == "update":
-                opts = self._write_options(request.query)
+                opts = self._write_options(request)
                 obj = await self._read_body(request)
                 return _json(await self.objects.update(t.rt, t.namespace, t.name, obj, "status", opts))
             if verb == "patch":
@@ -358,13 +372,9 @@ class ApiServer:
         elif sub == "scale":
             return await self._scale(request, t, verb)
         elif sub == "log" and verb == "get":
-            pod = await self.objects.get(t.rt, t.namespace, t.name)
-            node = (pod.get("spec") or {}).get("nodeName")
-            if not node:
-                raise errors.bad_request(f'pod "{t.name}" is not scheduled to a node yet, so it has no logs')
-            raise errors.StatusError(
-                503, "ServiceUnavailable", f'the agent on node "{node}" serves no logs yet (the log proxy is not implemented)'
-            )
+            return await proxy.pod_log(self, request, t)
+        elif sub == "exec" and verb == "create":
+            return await proxy.pod_exec(self, request, t)
         raise errors.StatusError(405, "MethodNotAllowed", f"{request.method} is not supported on {t.rt.plural}/{sub}")
 
     # ---- request parsing ---------------------------------------------------------------------
@@ -418,11 +428,15 @@ class ApiServer:
             raise errors.bad_request(f"unable to parse selector: {e}") from None
         return opts
 
-    def _write_options(self, q: Any) -> WriteOptions:
+    def _write_options(self, request: web.Request) -> WriteOptions:
+        q = request.query
         fv = q.get("fieldValidation", "Warn")
         if fv not in ("Strict", "Warn", "Ignore"):
             raise errors.bad_request(f'fieldValidation must be Strict, Warn or Ignore, not "{fv}"')
-        return WriteOptions(dry_run=q.get("dryRun") == "All", field_validation=fv)
+        manager = q.get("fieldManager") or ssa.manager_from_user_agent(request.headers.get("User-Agent", ""))
+        if len(manager) > 128:
+            raise errors.bad_request("fieldManager must be at most 128 characters long")
+        return WriteOptions(dry_run=q.get("dryRun") == "All", field_validation=fv, field_manager=manager)
 
     def _warning_headers(self, opts: WriteOptions) -> dict[str, str] | None:
         if not opts.warnings:
@@ -482,8 +496,10 @@ class ApiServer:
                 + ", ".join(PATCH_TYPES),
             )
         body = await self._read_body(request, ctype)
-        opts = self._write_options(request.query)
+        opts = self._write_options(request)
         rt = t.rt
+        if kind == "apply":
+            return await self._server_side_apply(request, t, body, opts)
 
         def apply(old: Obj) -> Obj:
             try:
@@ -499,18 +515,53 @@ class ApiServer:
             except (api_patch.PatchError, strategic.StrategicPatchError) as e:
                 raise errors.StatusError(422, "Invalid", f"the patch could not be applied: {e}") from None
 
-        try:
-            result = await self.objects.patch(rt, t.namespace, t.name, apply, t.subresource, opts)
-        except errors.StatusError as e:
-            # Server-side apply creates a missing object.
-            if kind != "apply" or e.code != 404 or t.subresource:
-                raise
-            obj = body
-            self.objects._check_type(rt, obj)
-            meta(obj).setdefault("name", t.name)
-            created = await self.objects.create(rt, t.namespace, obj, opts)
-            return _json(created, 201, self._warning_headers(opts))
+        result = await self.objects.patch(rt, t.namespace, t.name, apply, t.subresource, opts)
         return _json(result, 200, self._warning_headers(opts))
+
+    async def _server_side_apply(self, request: web.Request, t: Target, body: Any, opts: WriteOptions) -> web.Response:
+        """PATCH application/apply-patch+yaml: merge, track and check ownership (ssa.py); create if missing."""
+        assert t.name is not None
+        rt, name = t.rt, t.name
+        if not request.query.get("fieldManager"):
+            raise errors.StatusError(
+                422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch'
+            )
+        force_param = request.query.get("force", "false")
+        if force_param not in ("true", "false", "1", "0"):
+            raise errors.bad_request(f'force must be true or false, not "{force_param}"')
+        force = force_param in ("true", "1")
+        if not isinstance(body, dict):
+            raise errors.bad_request("the applied configuration must be an object")
+        for required in ("apiVersion", "kind"):
+            if not body.get(required):
+                raise errors.bad_request(f"{required} must be set in an applied configuration")
+        self.objects._check_type(rt, body)
+        if meta(body).get("name", name) != name:
+            raise errors.bad_request(f"the name of the object ({meta(body)['name']}) does not match the name on the URL ({name})")
+        self.objects._handle_unknown(rt, body, opts)
+        opts.apply = True
+        manager = opts.field_manager
+        for _attempt in range(3):
+            try:
+                result = await self.objects.patch(
+                    rt, t.namespace, name,
+                    lambda live: ssa.apply(rt, live, deepcopy(body), manager, force, t.subresource),
+                    t.subresource, opts,
+                )  # fmt: skip
+                return _json(result, 200, self._warning_headers(opts))
+            except errors.StatusError as e:
+                if e.code != 404 or t.subresource:
+                    raise
+            obj = ssa.apply(rt, None, deepcopy(body), manager, force)
+            meta(obj)["name"] = name
+            try:
+                created = await self.objects.create(rt, t.namespace, obj, opts)
+            except errors.StatusError as e:
+                if e.reason != "AlreadyExists":
+                    raise
+                continue  # created meanwhile: apply to it
+            return _json(created, 201, self._warning_headers(opts))
+        raise errors.conflict(rt, name, "the object kept being created and deleted; try again")
 
     async def _bind(self, request: web.Request, t: Target) -> web.Response:
         assert t.name is not None
@@ -601,7 +652,7 @@ class ApiServer:
             obj.setdefault("spec", {})["replicas"] = replicas
             return obj
 
-        updated = await self.objects.patch(t.rt, t.namespace, t.name, set_replicas)
+        updated = await self.objects.patch(t.rt, t.namespace, t.name, set_replicas, None, self._write_options(request))
         return _json(to_scale(updated))
 
     async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
@@ -623,16 +674,28 @@ class ApiServer:
         counter = self.metrics.watches.labels(t.rt.plural)
         table = wants_table(request)
         include = q.get("includeObject", "PartialObjectMetadata")
-        try:
+
+        async def pump() -> None:
             async for event in events:
                 if table and event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                     obj = event["object"]
                     event = {**event, "object": to_table(t.rt, [obj], {"resourceVersion": meta(obj).get("resourceVersion", "")}, include)}
                 await resp.write(orjson.dumps(event) + b"\n")
                 counter.inc()
+
+        # A watch ends when its stream ends, its client goes, or the server stops (clients re-watch).
+        streaming = asyncio.ensure_future(pump())
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({streaming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if streaming.done():
+                streaming.result()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
+            for task in (streaming, stopping):
+                task.cancel()
+            await asyncio.gather(streaming, stopping, return_exceptions=True)
             await events.aclose()  # type: ignore[attr-defined]
         return resp
 

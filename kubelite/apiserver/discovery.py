@@ -11,6 +11,7 @@ _SUBRESOURCE_VERBS = {
     "scale": ["get", "patch", "update"],
     "binding": ["create"],
     "log": ["get"],
+    "exec": ["create"],  # POST only: no SPDY/WebSocket upgrade (kubelite.apiserver.proxy)
 }
 
 

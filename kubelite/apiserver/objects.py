@@ -23,7 +23,7 @@ from kubelite.api import defaults as api_defaults
 from kubelite.api import validation as api_validation
 from kubelite.api.registry import RESOURCES, ResourceType, resource
 from kubelite.api.selectors import FieldSelector, LabelSelector
-from kubelite.apiserver import errors
+from kubelite.apiserver import errors, ssa
 from kubelite.apiserver.alloc import (
     AlreadyAllocatedError,
     NodePortAllocator,
@@ -90,6 +90,8 @@ class WriteOptions:
     dry_run: bool = False
     field_validation: str = "Warn"  # Strict | Warn | Ignore, as ?fieldValidation=
     warnings: list[str] = field(default_factory=list)
+    field_manager: str = ""  # who is writing, for managedFields ("" = "unknown")
+    apply: bool = False  # server-side apply: the write carries its own managedFields (see ssa.py)
 
 
 def _encode_continue(revision: int, key: str) -> str:
@@ -189,13 +191,14 @@ class ObjectStore:
         m["creationTimestamp"] = rfc3339()
         m["generation"] = 1
         m["uid"] = new_uid()
-        m.pop("managedFields", None)
         if rt.has_status:
             obj.pop("status", None)
         if rt is PODS:
             obj["status"] = {"phase": "Pending"}
         self._handle_unknown(rt, obj, opts)
         api_defaults.apply_defaults(rt, obj)
+        if not opts.apply:
+            ssa.record_update(rt, None, obj, opts.field_manager)
         self._validate(rt, obj, None)
         name = m["name"]
         allocated: builtins.list[tuple[str, str]] = []
@@ -258,7 +261,7 @@ class ObjectStore:
                 new.pop("status", None)
             return new
 
-        return await self._guaranteed_update(rt, namespace, name, mutate, opts)
+        return await self._guaranteed_update(rt, namespace, name, mutate, opts, subresource=subresource)
 
     async def patch(
         self,
@@ -297,7 +300,7 @@ class ObjectStore:
                     new.pop("status", None)
             return new
 
-        return await self._guaranteed_update(rt, namespace, name, mutate, opts)
+        return await self._guaranteed_update(rt, namespace, name, mutate, opts, subresource=subresource)
 
     async def patch_internal(self, rt: ResourceType, namespace: str | None, name: str, mutate: Any) -> Obj:
         """A server-side change (pod binding) that may touch fields users cannot: no immutability checks."""
@@ -313,6 +316,7 @@ class ObjectStore:
         mutate: Any,
         opts: WriteOptions,
         internal: bool = False,
+        subresource: str | None = None,
     ) -> Obj:
         key = rt.key(namespace, name)
         kv = await self.store.get(key)
@@ -325,6 +329,8 @@ class ObjectStore:
             if rt.has_status and "status" not in old and new.get("status") is None:
                 new.pop("status", None)
             api_defaults.apply_defaults(rt, new)
+            if not internal and not opts.apply:
+                ssa.record_update(rt, old, new, opts.field_manager, subresource)
             if rt is SERVICES:
                 _carry_service_allocations(old, new)
             self._validate(rt, new, None if internal else old)
@@ -374,7 +380,8 @@ class ObjectStore:
         nm["name"] = om["name"]
         if rt.namespaced:
             nm["namespace"] = om["namespace"]
-        nm.pop("managedFields", None)
+        if "managedFields" not in nm and "managedFields" in om:
+            nm["managedFields"] = om["managedFields"]  # a body without them keeps them (ssa.record_update)
         if om.get("deletionTimestamp"):
             # Once deleting, finalizers may only be removed, never added (Kubernetes forbids additions).
             nm["finalizers"] = [f for f in nm.get("finalizers") or [] if f in (om.get("finalizers") or [])]

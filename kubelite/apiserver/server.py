@@ -19,6 +19,7 @@ from kubelite.storage import StorageError, Store, open_store
 if TYPE_CHECKING:
     from kubelite.client import ApiClient
     from kubelite.controllers.base import ControllerSettings
+    from kubelite.controllers.leaderelection import LeaderElectionConfig
     from kubelite.controllers.manager import ControllerManager
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class RunningServer:
 
     async def stop(self) -> None:
         self.api.ready = False
+        self.api.stopping.set()  # ends open watches now, so cleanup need not wait for their timeouts
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -119,9 +121,16 @@ def _write_admin_kubeconfig(config: ServerConfig) -> None:
 
 
 async def serve_forever(
-    config: ServerConfig, controllers: list[str] | None = None, settings: ControllerSettings | None = None
+    config: ServerConfig,
+    controllers: list[str] | None = None,
+    settings: ControllerSettings | None = None,
+    election: LeaderElectionConfig | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, running the scheduler and ``controllers`` in-process against ourselves."""
+    """Serve until SIGTERM/SIGINT, running the scheduler and ``controllers`` in-process against ourselves.
+
+    With ``election`` they run only while this server holds the leader Lease (several servers
+    on one etcd: every one serves the API, one runs the controllers).
+    """
     running = await start_server(config)
     log.info("kubelite API server listening on %s (datastore %s)", server_url(config), config.store_url)
     if controllers:
@@ -130,7 +139,7 @@ async def serve_forever(
 
         # The controllers use the API like any client (loopback HTTP): one code path, in or out of process.
         client = ApiClient(server_url(config))
-        manager = ControllerManager(client, controllers, settings)
+        manager = ControllerManager(client, controllers, settings, leader_elect=election is not None, election=election)
         running.tasks.append(asyncio.create_task(_run_manager(manager, client)))
         log.info("running %s", ", ".join(controllers))
     stop = asyncio.Event()

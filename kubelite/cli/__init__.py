@@ -8,7 +8,6 @@ the callback and used by every command unless it is given its own.
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 import typer
 
@@ -40,6 +39,11 @@ def _global_options(
 for _group in (apply.app, get.app, describe.app, delete.app):
     app.add_typer(_group)
 app.add_typer(importlib.import_module("kubelite.cli.scale").app)
+app.add_typer(importlib.import_module("kubelite.cli.logs").app)
+app.add_typer(importlib.import_module("kubelite.cli.exec").app)
+app.add_typer(importlib.import_module("kubelite.cli.image").app)
+app.add_typer(importlib.import_module("kubelite.cli.datastore").app)
+app.add_typer(importlib.import_module("kubelite.cli.cluster").app)
 
 
 @app.command("version")
@@ -67,20 +71,9 @@ def version(
     run(body)
 
 
-def _optional_module(name: str) -> ModuleType | None:
-    """Import a module another engineer may not have written yet; real import errors still raise."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
-
-
-_server_module = _optional_module("kubelite.cli.server")
-if _server_module is not None:
-    app.command("server")(_server_module.server)
+app.command("server")(importlib.import_module("kubelite.cli.server").server)
 app.command("agent")(importlib.import_module("kubelite.cli.agent").agent)
+app.command("bench")(importlib.import_module("kubelite.cli.bench").bench)
 
 
 def main() -> None:

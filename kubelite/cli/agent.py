@@ -10,11 +10,14 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kubelite.cli.common import fail
+
+if TYPE_CHECKING:
+    from kubelite.agent.routes import NetworkConfig
 
 
 def _opt(env: str, help_: str = "") -> typer.models.OptionInfo:
@@ -24,7 +27,7 @@ def _opt(env: str, help_: str = "") -> typer.models.OptionInfo:
 def agent(
     server: Annotated[str, _opt("SERVER", "API server URL(s), comma-separated")] = "",
     node_name: Annotated[str, _opt("NODE_NAME", "Node name (default: the hostname)")] = "",
-    runtime: Annotated[str, _opt("RUNTIME", "Container runtime: runc, docker or fake")] = "",
+    runtime: Annotated[str, _opt("RUNTIME", "Container runtime: runc, docker or fake")] = "runc",
     data_dir: Annotated[Path, _opt("DATA_DIR", "Agent state")] = Path("/var/lib/kubelite/agent"),
     node_ip: Annotated[str, _opt("NODE_IP", "InternalIP (default: the address that reaches the server)")] = "",
     node_labels: Annotated[str, _opt("NODE_LABELS", "k=v,...")] = "",
@@ -37,6 +40,19 @@ def agent(
     fencing_period: Annotated[
         float, _opt("FENCING_PERIOD", "Stop all pods after this many seconds without a lease renewal")
     ] = 20.0,
+    agent_port: Annotated[
+        int | None, _opt("AGENT_PORT", "Logs/exec endpoint port (default 10250; hollow nodes: any free port; 0 = any)")
+    ] = None,
+    registry: Annotated[str, _opt("REGISTRY", "OCI registries to pull images from, host:port[,host:port…]")] = "",
+    pod_cidr: Annotated[str, _opt("POD_CIDR", "This node's pod CIDR (default: spec.podCIDR from the control plane)")] = "",
+    cluster_cidr: Annotated[str, _opt("CLUSTER_CIDR", "The pod network of the whole cluster")] = "10.244.0.0/16",
+    cluster_dns: Annotated[str, _opt("CLUSTER_DNS", "DNS address for pods (default: the node bridge's gateway)")] = "",
+    cluster_domain: Annotated[str, _opt("CLUSTER_DOMAIN")] = "cluster.local",
+    proxy: Annotated[bool, typer.Option("--proxy/--no-proxy", envvar="KUBELITE_PROXY", help="Run the Service proxy")] = True,
+    dns: Annotated[bool, typer.Option("--dns/--no-dns", envvar="KUBELITE_DNS", help="Serve cluster DNS")] = True,
+    network_sync_period: Annotated[
+        float, _opt("NETWORK_SYNC_PERIOD", "Seconds between checks that repair routes and proxy rules")
+    ] = 10.0,
     kubeconfig: Annotated[Path | None, _opt("KUBECONFIG", "Kubeconfig (instead of --server)")] = None,
     log_level: Annotated[str, _opt("LOG_LEVEL")] = "info",
 ) -> None:
@@ -51,6 +67,7 @@ def agent(
     )
     from kubelite.agent.agent import Agent
     from kubelite.agent.node import detect_node_ip, host_capacity
+    from kubelite.agent.runtime import RuntimeFailure
     from kubelite.agent.runtimes import UnknownRuntimeError, check_runtime
     from kubelite.client import ApiClient, ClientConfig, KubeconfigError, load_kubeconfig
 
@@ -93,11 +110,19 @@ def agent(
         hollow=hollow,
         heartbeat_interval=heartbeat_interval,
         fencing_period=fencing_period,
+        agent_port=agent_port if agent_port is not None else (0 if hollow_count > 0 else 10250),
     )
+    registries = tuple(r.strip() for r in registry.split(",") if r.strip())
     try:
         node_config.validate()
-        rt = None if hollow else create_runtime(runtime, RuntimeOptions(node_name=node_name, data_dir=data_dir))
-    except (ValueError, UnknownRuntimeError) as e:
+        network = _network_config(pod_cidr, cluster_cidr, cluster_dns, cluster_domain, proxy, dns,
+                                  network_sync_period)
+        rt = None if hollow else create_runtime(
+            runtime, RuntimeOptions(node_name=node_name, data_dir=data_dir, registries=registries,
+                                    pod_cidr=network.pod_cidr, cluster_dns=network.cluster_dns,
+                                    cluster_domain=network.cluster_domain if dns else None)
+        )
+    except (ValueError, UnknownRuntimeError, RuntimeFailure) as e:
         fail(str(e))
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +130,7 @@ def agent(
         fail(f"cannot create --data-dir {data_dir}: {e.strerror or e}")
     if not hollow:
         node_config.ephemeral_storage = f"{shutil.disk_usage(data_dir).total // 1024}Ki"
+        node_config.runtime_version = str(getattr(rt, "version", node_config.runtime_version))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -114,7 +140,8 @@ def agent(
         async with ApiClient(config) as client:
             if rt is None:
                 opts = {f: getattr(node_config, f) for f in (
-                    "labels", "taints", "cpu", "memory", "max_pods", "node_ip", "heartbeat_interval", "fencing_period"
+                    "labels", "taints", "cpu", "memory", "max_pods", "node_ip", "heartbeat_interval", "fencing_period",
+                    "agent_port",
                 )}
                 nodes = HollowNodes(client, node_name, hollow_count, data_dir=data_dir, **opts)
                 await nodes.start()
@@ -124,7 +151,7 @@ def agent(
                 finally:
                     await nodes.stop()
             else:
-                single = Agent(client, node_config, rt)
+                single = Agent(client, node_config, rt, network=network)
                 await single.start()
                 try:
                     await stop.wait()
@@ -138,3 +165,36 @@ def agent(
             from kubelite.cli.common import format_error
 
             fail(format_error(e))
+
+
+def _network_config(
+    pod_cidr: str, cluster_cidr: str, cluster_dns: str, cluster_domain: str, proxy: bool, dns: bool, sync_period: float
+) -> NetworkConfig:
+    """Validated networking flags (ValueError names the bad flag)."""
+    import ipaddress
+
+    from kubelite.agent.routes import NetworkConfig
+
+    try:
+        cluster = ipaddress.ip_network(cluster_cidr, strict=False)
+    except ValueError:
+        raise ValueError(f"--cluster-cidr {cluster_cidr!r} is not a CIDR") from None
+    if pod_cidr:
+        try:
+            pod = ipaddress.ip_network(pod_cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"--pod-cidr {pod_cidr!r} is not a CIDR") from None
+        if pod.version != cluster.version or not pod.subnet_of(cluster):  # type: ignore[arg-type]
+            raise ValueError(f"--pod-cidr {pod_cidr} is not inside --cluster-cidr {cluster_cidr}")
+    if cluster_dns:
+        try:
+            ipaddress.ip_address(cluster_dns)
+        except ValueError:
+            raise ValueError(f"--cluster-dns {cluster_dns!r} is not an IP address") from None
+    if sync_period <= 0:
+        raise ValueError("--network-sync-period must be > 0")
+    return NetworkConfig(
+        cluster_cidr=str(cluster), pod_cidr=str(ipaddress.ip_network(pod_cidr, strict=False)) if pod_cidr else None,
+        cluster_dns=cluster_dns or None, cluster_domain=cluster_domain.strip(".") or "cluster.local",
+        proxy=proxy, dns=dns, sync_period=sync_period,
+    )

@@ -22,7 +22,7 @@ def _fail(message: str) -> None:
 def server(
     datastore_endpoint: Annotated[
         str,
-        typer.Option(envvar="KUBELITE_DATASTORE_ENDPOINT", help="sqlite:///path, memory:// (default sqlite:///<data-dir>/state.db)"),
+        typer.Option(envvar="KUBELITE_DATASTORE_ENDPOINT", help="sqlite:///path, etcd://host:port,..., memory:// (default sqlite:///<data-dir>/state.db)"),
     ] = "",
     data_dir: Annotated[
         Path, typer.Option(envvar="KUBELITE_DATA_DIR", help="State, kubeconfig and certificates")
@@ -31,6 +31,9 @@ def server(
     port: Annotated[int, typer.Option(envvar="KUBELITE_PORT")] = 6443,
     service_cidr: Annotated[str, typer.Option(envvar="KUBELITE_SERVICE_CIDR")] = "10.43.0.0/16",
     service_node_port_range: Annotated[str, typer.Option(envvar="KUBELITE_SERVICE_NODE_PORT_RANGE")] = "30000-32767",
+    cluster_cidr: Annotated[
+        str, typer.Option(envvar="KUBELITE_CLUSTER_CIDR", help="Pod network; each node gets a /24 of it (nodeipam)")
+    ] = "10.244.0.0/16",
     compaction_interval: Annotated[
         float, typer.Option(envvar="KUBELITE_COMPACTION_INTERVAL", help="Seconds between history compactions")
     ] = 60.0,
@@ -42,7 +45,7 @@ def server(
         typer.Option(
             envvar="KUBELITE_CONTROLLERS",
             help="Components to run in-process: '*' = all, '-name' disables one, '' = none "
-            "(scheduler, replicaset, deployment, daemonset, statefulset, endpoints, nodelifecycle, garbagecollector, podgc)",
+            "(scheduler, replicaset, deployment, daemonset, statefulset, endpoints, nodelifecycle, garbagecollector, podgc, nodeipam)",
         ),
     ] = "*",
     node_monitor_grace_period: Annotated[
@@ -55,6 +58,17 @@ def server(
         float,
         typer.Option(envvar="KUBELITE_POD_FORCE_DELETE_AFTER", help="Seconds without a heartbeat from a node before its terminating pods are force-deleted (must exceed the agents' --fencing-period)"),
     ] = 30.0,
+    leader_elect: Annotated[
+        bool | None,
+        typer.Option(
+            "--leader-elect/--no-leader-elect",
+            envvar="KUBELITE_LEADER_ELECT",
+            help="Run the controllers only while holding the leader Lease (default: on with an etcd datastore)",
+        ),
+    ] = None,
+    leader_elect_lease_duration: Annotated[float, typer.Option(envvar="KUBELITE_LEADER_ELECT_LEASE_DURATION")] = 15.0,
+    leader_elect_renew_deadline: Annotated[float, typer.Option(envvar="KUBELITE_LEADER_ELECT_RENEW_DEADLINE")] = 10.0,
+    leader_elect_retry_period: Annotated[float, typer.Option(envvar="KUBELITE_LEADER_ELECT_RETRY_PERIOD")] = 2.0,
     log_level: Annotated[str, typer.Option(envvar="KUBELITE_LOG_LEVEL")] = "info",
 ) -> None:
     """Run the API server (with its datastore)."""
@@ -75,6 +89,11 @@ def server(
         _fail(f"--service-cidr {service_cidr!r} is not a CIDR")
     if net.num_addresses < 8:
         _fail(f"--service-cidr {service_cidr} is too small")
+    try:
+        if ipaddress.ip_network(cluster_cidr, strict=False).prefixlen > 24:
+            _fail(f"--cluster-cidr {cluster_cidr} is smaller than one /24")
+    except ValueError:
+        _fail(f"--cluster-cidr {cluster_cidr!r} is not a CIDR")
     try:
         low, high = (int(x) for x in service_node_port_range.split("-"))
         if not 0 < low <= high < 65536:
@@ -107,9 +126,22 @@ def server(
         node_monitor_grace_period=node_monitor_grace_period,
         default_toleration_seconds=default_toleration_seconds,
         statefulset_force_delete_after=pod_force_delete_after,
+        extra={"cluster_cidr": cluster_cidr},
     )
+    from kubelite.controllers.leaderelection import LeaderElectionConfig
+
+    election = None
+    if leader_elect if leader_elect is not None else config.store_url.startswith(("etcd://", "etcds://")):
+        try:
+            election = LeaderElectionConfig(
+                lease_duration=leader_elect_lease_duration,
+                renew_deadline=leader_elect_renew_deadline,
+                retry_period=leader_elect_retry_period,
+            )
+        except ValueError as e:
+            _fail(f"--leader-elect-*: {e}")
     try:
-        asyncio.run(serve_forever(config, names, settings))
+        asyncio.run(serve_forever(config, names, settings, election))
     except ServerStartError as e:
         _fail(str(e))
     except KeyboardInterrupt:

@@ -311,7 +311,8 @@ class ApiClient:
             async with resp:
                 if resp.status >= 400:
                     raise ApiError.from_body(resp.status, await resp.read())
-                decoder = codecs.getincrementaldecoder(resp.get_encoding() or "utf-8")("replace")
+                # charset, not get_encoding(): the latter refuses non-text types such as x-ndjson.
+                decoder = codecs.getincrementaldecoder(resp.charset or "utf-8")("replace")
                 async for chunk in resp.content.iter_any():
                     text = decoder.decode(chunk)
                     if text:

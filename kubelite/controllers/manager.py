@@ -14,6 +14,7 @@ from typing import Any
 from kubelite.client import ApiClient
 from kubelite.controllers.base import Controller, ControllerContext, ControllerSettings, SharedInformers
 from kubelite.controllers.events import EventRecorder
+from kubelite.controllers.leaderelection import LeaderElectionConfig, LeaderElector
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ COMPONENTS: dict[str, str] = {
     "nodelifecycle": "kubelite.controllers.nodelifecycle:NodeLifecycleController",
     "garbagecollector": "kubelite.controllers.garbagecollector:GarbageCollector",
     "podgc": "kubelite.controllers.podgc:PodGCController",
+    "nodeipam": "kubelite.controllers.nodeipam:NodeIpamController",
 }
 
 
@@ -62,16 +64,46 @@ def _load(name: str) -> type[Any]:
 
 
 class ControllerManager:
-    def __init__(self, client: ApiClient, names: list[str], settings: ControllerSettings | None = None) -> None:
+    """Runs the components; with ``leader_elect`` only while this process holds the leader Lease
+    (a fresh set of informers and components per term, stopped the moment leadership is lost)."""
+
+    def __init__(
+        self,
+        client: ApiClient,
+        names: list[str],
+        settings: ControllerSettings | None = None,
+        leader_elect: bool = False,
+        election: LeaderElectionConfig | None = None,
+    ) -> None:
         self.client = client
+        self.names = names
         self.settings = settings or ControllerSettings()
-        self.informers = SharedInformers(client)
-        self.recorder = EventRecorder(client, "kubelite-controller-manager")
-        self.ctx = ControllerContext(client, self.informers, self.recorder, self.settings)
-        self.components: list[Controller] = [_load(name)(self.ctx) for name in names]
+        self.election = (election or LeaderElectionConfig()) if leader_elect else None
+        self._build()
         self._tasks: list[asyncio.Task[None]] = []
 
+    def _build(self) -> None:
+        self.informers = SharedInformers(self.client)
+        self.recorder = EventRecorder(self.client, "kubelite-controller-manager")
+        self.ctx = ControllerContext(self.client, self.informers, self.recorder, self.settings)
+        self.components: list[Controller] = [_load(name)(self.ctx) for name in self.names]
+
     async def run(self) -> None:
+        if self.election is None:
+            await self._run_components()
+            return
+        terms = 0
+
+        async def lead() -> None:
+            nonlocal terms
+            if terms:
+                self._build()  # workqueues are shut down when a term ends
+            terms += 1
+            await self._run_components()
+
+        await LeaderElector(self.client, self.election, lead).run()
+
+    async def _run_components(self) -> None:
         self.recorder.start()
         self.informers.start()
         self._tasks = [asyncio.create_task(c.run(), name=c.name) for c in self.components]

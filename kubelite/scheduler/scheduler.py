@@ -20,7 +20,7 @@ from typing import Any
 from kubelite.apiserver.meta import rfc3339
 from kubelite.client.informer import object_key
 from kubelite.client.rest import ApiConnectionError, ApiError, resource_path
-from kubelite.controllers.base import NODES, PODS, Controller
+from kubelite.controllers.base import NODES, PODS, PVCS, PVS, Controller
 from kubelite.scheduler.framework import FitError
 from kubelite.scheduler.plugins import default_framework
 from kubelite.scheduler.queue import SchedulingQueue
@@ -67,7 +67,17 @@ class Scheduler(Controller):
             extra.get("scheduler_flush_period", self.unschedulable_flush_period)
         )
         self.snapshot = Snapshot()
-        self.framework = default_framework()
+        # Claims and volumes pin pods with node-local data to their node (VolumeBinding).
+        self.claims = self.informer(PVCS)
+        self.volumes = self.informer(PVS)
+        for inf in (self.claims, self.volumes):
+            inf.add_handler(
+                on_add=lambda _o: self.scheduling_queue.move_all_to_active(),
+                on_update=lambda _old, _new: self.scheduling_queue.move_all_to_active(),
+            )
+        self.framework = default_framework(
+            claims=lambda ns, name: self.claims.get(ns, name), volumes=lambda name: self.volumes.get(None, name)
+        )
         self.scheduling_queue = SchedulingQueue()
         self._slots = asyncio.Semaphore(self.max_binds_in_flight)
         self._inflight: set[asyncio.Task[None]] = set()
@@ -131,7 +141,7 @@ class Scheduler(Controller):
     # --- the scheduling loop -------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.ctx.informers.wait_synced(PODS, NODES)
+        await self.ctx.informers.wait_synced(PODS, NODES, PVCS, PVS)
         log.info("scheduler %s started: %d nodes", self.scheduler_name, len(self.snapshot.node_list()))
         flusher = asyncio.create_task(self._flush_loop(), name="scheduler-flush")
         try:

@@ -61,6 +61,10 @@ def open_store(url: str) -> Store:
         if not parsed.path or parsed.path == "/":
             raise InvalidStoreURLError(f"sqlite URL needs a file path: {url!r} (sqlite:///path/state.db)")
         return SqliteStore(url, parsed.path)
+    if parsed.scheme in ("etcd", "etcds"):
+        from kubelite.storage.etcd import EtcdStore
+
+        return EtcdStore(url)
     raise InvalidStoreURLError(
-        f"unsupported datastore URL {url!r}: use sqlite:///path or memory://"
+        f"unsupported datastore URL {url!r}: use sqlite:///path, etcd://host:port,... or memory://"
     )

@@ -220,16 +220,11 @@ def _cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
                           timeout=timeout, env={**os.environ, "KUBECONFIG": "/nonexistent"})
 
 
-def test_cli_runc_is_not_available_yet(tmp_path: Path) -> None:
-    result = _cli("--server", "http://127.0.0.1:1", "--node-name", "n", "--runtime", "runc", "--data-dir", str(tmp_path))
-    assert result.returncode == 1
-    assert result.stderr.strip() == "error: runtime 'runc' is not available yet"
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--runtime", "containerd"], "error: unknown runtime 'containerd'"),
+        (["--runtime", "fake", "--agent-port", "70000"], "error: --agent-port 70000 is out of range (0-65535)"),
         (["--runtime", "fake", "--node-taints", "dedicated=gpu"], "error: invalid taint 'dedicated=gpu'"),
         (["--runtime", "fake", "--node-labels", "bad label=x"], "error: invalid label key 'bad label'"),
     ],

@@ -41,7 +41,7 @@ class Cluster:
         log = open(self.logs / f"agent-{name}.log", "ab")
         self.agents[name] = subprocess.Popen(
             [sys.executable, "-m", "kubelite", "agent", "--server", self.server.url, "--runtime", "fake",
-             "--node-name", name, "--heartbeat-interval", "1", "--fencing-period", "6", *extra],
+             "--node-name", name, "--heartbeat-interval", "1", "--fencing-period", "6", "--agent-port", "0", *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 

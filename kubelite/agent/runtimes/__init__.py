@@ -16,8 +16,8 @@ __all__ = ["RUNTIMES", "UnknownRuntimeError", "check_runtime", "create_runtime"]
 # name -> "module:Class" (the class is called with a RuntimeOptions), or None when not available yet.
 RUNTIMES: dict[str, str | None] = {
     "fake": "kubelite.agent.runtimes.fake:FakeRuntime",
-    "runc": None,
-    "docker": None,
+    "runc": "kubelite.agent.runtimes.runc:RuncRuntime",
+    "docker": "kubelite.agent.runtimes.docker:DockerRuntime",
 }
 
 

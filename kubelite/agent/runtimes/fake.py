@@ -5,6 +5,10 @@ The one exception is what a fake cannot otherwise model: an init container (one 
 ``spec.initContainers`` without ``restartPolicy: Always``) completes with exit code 0 as soon as it
 is started, so pods with init containers become Running. Pod IPs come from a per-node range no
 traffic is ever sent to. State is per agent and lost when the process ends.
+
+So that log plumbing is testable end to end, a started container's log file (the config's
+``log_path``) gets one line saying what a real runtime would run; the resolved env and mounts are
+kept (:meth:`FakeRuntime.container_config`) for tests to inspect.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import hashlib
 import ipaddress
 import itertools
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from kubelite.agent.logs import CriLogWriter
 from kubelite.agent.runtime import (
+    ContainerConfig,
     ContainerInfo,
     ContainerState,
     ContainerStatus,
@@ -60,6 +67,7 @@ class _Container:
     labels: dict[str, str]
     completes: bool  # an init container: exits 0 when started
     status: ContainerStatus
+    config: ContainerConfig
 
 
 @dataclass
@@ -71,6 +79,7 @@ class _Sandbox:
 class FakeRuntime(Runtime):
     version = "fake://0.1"
     relist_period = None  # containers change state only when the agent asks
+    simulated = True
 
     def __init__(self, options: RuntimeOptions) -> None:
         self.options = options
@@ -144,6 +153,7 @@ class FakeRuntime(Runtime):
         attempt: int,
         env: dict[str, str],
         mounts: list[Mount],
+        config: ContainerConfig | None = None,
     ) -> str:
         sb = self._sandboxes.get(sandbox_id)
         if sb is None or sb.info.state is not SandboxState.READY:
@@ -155,6 +165,7 @@ class FakeRuntime(Runtime):
         )
         cid = self._new_id("container")
         image = str(container.get("image", ""))
+        config = config or ContainerConfig(name=name, image=image, env=dict(env), mounts=list(mounts))
         self._containers[cid] = _Container(
             id=cid,
             sandbox_id=sandbox_id,
@@ -164,6 +175,7 @@ class FakeRuntime(Runtime):
             status=ContainerStatus(
                 id=cid, state=ContainerState.CREATED, created_at=_now(), image=image, image_id=_image_id(image)
             ),
+            config=config,
         )
         sb.containers.add(cid)
         return cid
@@ -179,6 +191,10 @@ class FakeRuntime(Runtime):
         if c.status.state is not ContainerState.CREATED:
             raise RuntimeFailure(f"container {container_id} is {c.status.state}, not created")
         now = _now()
+        if c.config.log_path is not None:
+            what = " ".join([*c.config.command, *c.config.args]) or f"the entrypoint of {c.image}"
+            with CriLogWriter(c.config.log_path) as w:
+                w.write("stdout", f"fake runtime: would run {what}\n".encode())
         if c.completes:
             c.status = replace(
                 c.status, state=ContainerState.EXITED, exit_code=0, reason="Completed", started_at=now, finished_at=now
@@ -214,6 +230,16 @@ class FakeRuntime(Runtime):
 
     async def container_status(self, container_id: str) -> ContainerStatus:
         return self._get(container_id).status
+
+    def container_config(self, container_id: str) -> ContainerConfig:
+        """What the agent asked this container to be (env, mounts, command...): for tests."""
+        return self._get(container_id).config
+
+    def log_path(self, container_id: str) -> Path:
+        path = self._get(container_id).config.log_path
+        if path is None:
+            raise NotImplementedError("this container was created without a log path")
+        return path
 
     # --- images ---
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from kubelite.api.registry import resource
 from kubelite.client import ApiClient
 from kubelite.controllers.base import EVENTS, NODES, PODS
 from kubelite.controllers.manager import ControllerManager
-from tests.helpers import eventually
+from tests.helpers import eventually, running_controllers
 from tests.unit.scheduler._objects import make_node, make_pod, required_affinity
 
 Obj = dict[str, Any]
@@ -42,16 +42,8 @@ def pod_scheduled(pod: Obj) -> Obj | None:
     )
 
 
-@contextlib.asynccontextmanager
-async def running_scheduler(client: ApiClient) -> AsyncIterator[ControllerManager]:
-    manager = ControllerManager(client, ["scheduler"])
-    task = asyncio.create_task(manager.run())
-    try:
-        yield manager
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running_scheduler(client: ApiClient) -> contextlib.AbstractAsyncContextManager[ControllerManager]:
+    return running_controllers(client, ["scheduler"])
 
 
 @pytest.fixture
@@ -196,3 +188,47 @@ async def test_taints_selectors_and_pods_that_are_not_ours(client: ApiClient) ->
         assert pod_scheduled(pods["other-scheduler"]) is None
         assert pods["preassigned"]["spec"]["nodeName"] == "n3"
         assert pod_scheduled(pods["preassigned"]) is None
+
+
+async def test_a_pod_whose_claim_is_bound_to_a_node_local_volume_goes_to_that_node(client: ApiClient) -> None:
+    pvcs, pvs = resource("", "persistentvolumeclaims"), resource("", "persistentvolumes")
+    claim = {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    await client.create(pvcs, claim, namespace="default")
+    # What the agent's local-path provisioner records at first use: a PV pinned to its node.
+    affinity = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]}}  # fmt: skip
+    pv = {"metadata": {"name": "pvc-data"}, "spec": {
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/tmp/x"},
+        "nodeAffinity": affinity, "claimRef": {"namespace": "default", "name": "data"}}}  # fmt: skip
+    await client.create(pvs, pv)
+    await client.patch(pvcs, "data", {"spec": {"volumeName": "pvc-data"}}, namespace="default")
+
+    def with_claim(name: str, claim_name: str) -> Obj:
+        pod = make_pod(name)
+        pod["spec"]["volumes"] = [{"name": "d", "persistentVolumeClaim": {"claimName": claim_name}}]
+        return pod
+
+    async with running_scheduler(client):
+        for i in range(4):
+            await create_pod(client, with_claim(f"p{i}", "data"))
+        await create_pod(client, with_claim("orphan", "missing"))
+
+        async def placed() -> dict[str, Obj] | None:
+            pods = await pods_by_name(client)
+            return pods if all(pods[f"p{i}"]["spec"].get("nodeName") for i in range(4)) else None
+
+        pods = await eventually(placed, what="pods with the claim bound")
+        assert {pods[f"p{i}"]["spec"]["nodeName"] for i in range(4)} == {"n2"}
+
+        async def orphan_waits() -> Obj | None:
+            cond = pod_scheduled((await pods_by_name(client))["orphan"])
+            return cond if cond and cond["status"] == "False" else None
+
+        cond = await eventually(orphan_waits, what="a pod with a missing claim to be unschedulable")
+        assert 'persistentvolumeclaim "missing" not found' in cond["message"]
+        await client.create(pvcs, {**claim, "metadata": {"name": "missing"}}, namespace="default")
+
+        async def orphan_placed() -> bool:
+            return bool((await pods_by_name(client))["orphan"]["spec"].get("nodeName"))
+
+        await eventually(orphan_placed, what="the pod to be placed once its claim exists")

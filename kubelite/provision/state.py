@@ -1,0 +1,113 @@
+"""A cluster's state directory: everything ``up`` made, so ``down``, ``status`` and ``add-node`` can find it.
+
+``$KUBELITE_STATE_DIR/<name>``, else ``/var/lib/kubelite/clusters/<name>`` as root and
+``~/.local/share/kubelite/clusters/<name>`` otherwise::
+
+    spec.yaml        the effective spec (add-node / remove-node change the counts here)
+    machines.json    [{name, role, address, extra}] in creation order
+    id_ed25519(.pub) the cluster's SSH key (unless the spec names one)
+    inventory.py     the pyinfra inventory generated from the machines
+    kubeconfig       for kubelite and kubectl
+    machines/<node>/ provider files (the nspawn overlay, its console log)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubelite.provision.errors import ProvisionError
+from kubelite.provision.spec import ClusterSpec, parse_spec
+
+__all__ = ["ClusterState", "Machine", "clusters_root"]
+
+
+@dataclass
+class Machine:
+    name: str
+    role: str  # master | worker
+    address: str
+    extra: dict[str, Any] = field(default_factory=dict)  # provider data (pid, paths)
+
+
+def clusters_root() -> Path:
+    env = os.environ.get("KUBELITE_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/kubelite/clusters")
+    return Path.home() / ".local/share/kubelite/clusters"
+
+
+class ClusterState:
+    def __init__(self, name: str, root: Path | None = None) -> None:
+        self.name = name
+        self.dir = (root or clusters_root()) / name
+
+    @property
+    def exists(self) -> bool:
+        return (self.dir / "spec.yaml").is_file()
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def inventory(self) -> Path:
+        return self.dir / "inventory.py"
+
+    def machine_dir(self, node: str) -> Path:
+        return self.dir / "machines" / node
+
+    # -- spec ------------------------------------------------------------------------------------
+
+    def load_spec(self) -> ClusterSpec:
+        if not self.exists:
+            raise ProvisionError(f"no cluster named {self.name!r} (looked in {self.dir})")
+        return parse_spec(yaml.safe_load((self.dir / "spec.yaml").read_text()), self.dir)
+
+    def save_spec(self, spec: ClusterSpec) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write(self.dir / "spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
+
+    # -- machines --------------------------------------------------------------------------------
+
+    def machines(self) -> list[Machine]:
+        path = self.dir / "machines.json"
+        if not path.is_file():
+            return []
+        return [Machine(**m) for m in json.loads(path.read_text())]
+
+    def save_machines(self, machines: list[Machine]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write(self.dir / "machines.json", json.dumps([asdict(m) for m in machines], indent=2))
+
+    # -- ssh key ---------------------------------------------------------------------------------
+
+    def ssh_key(self, spec: ClusterSpec) -> Path:
+        """The spec's key, or the cluster's own (generated once)."""
+        if spec.ssh_key:
+            return Path(spec.ssh_key)
+        key = self.dir / "id_ed25519"
+        if not key.is_file():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"kubelite-{self.name}",
+                            "-f", str(key)], check=True)  # fmt: skip
+        return key
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write through a temp file and rename, so a crash never leaves half a state file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,122 @@
+"""bench/report.py: RESULTS.md from a synthetic results file (tables, medians, spreads, met/missed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+
+
+def row(bench: str, figure: str, value: float, unit: str, git: str = "abc1234", date: str = "2026-01-02T00:00:00+00:00",
+        **extra: Any) -> dict[str, Any]:  # fmt: skip
+    return {"bench": bench, "figure": figure, "value": value, "unit": unit, "git": git, "date": date,
+            "machine": {"cpus": 2}, **extra}  # fmt: skip
+
+
+def write(path: Path, rows: list[dict[str, Any]], legacy: bool = True) -> Path:
+    lines = [json.dumps(r) for r in rows]
+    if legacy:  # the file's first lines predate the current format
+        lines.insert(0, json.dumps({"figure": "store.sqlite.old", "value": 1, "unit": "x", "git_rev": "uncommitted"}))
+        lines.insert(1, "not json")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def table_row(text: str, figure: str) -> list[str]:
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells and cells[0] == figure:
+            return cells
+    raise AssertionError(f"no table row for {figure!r} in:\n{text}")
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    rows = [
+        # An older revision's runs must not count towards the median.
+        row("api", "mutating p99 at 100 ops/s churn", 900.0, "ms", git="old0000", date="2025-12-01T00:00:00+00:00",
+            target="<= 50 ms", mode="full"),
+        *(row("api", "mutating p99 at 100 ops/s churn", v, "ms", target="<= 50 ms", mode="full") for v in (3.0, 9.0, 4.0)),
+        *(row("api", "LIST of 30000 pods", v, "s", target="<= 2 s", mode="full") for v in (2.5, 2.1, 3.0)),
+        row("hollow", "control plane RSS at 20 nodes / 200 pods", 0.09, "GB", target="<= 1596 MB", mode="quick",
+            anchor="k3s server with a workload"),
+        row("hollow", "node failure: pods running elsewhere (hollow, 4 nodes)", 14.0, "s", mode="quick",
+            target="<= 340 s", anchor="Kubernetes defaults"),
+        row("store", "sqlite writes_sequential", 4000.0, "writes/s", mode="quick"),
+        row("store", "sqlite writes_sequential", 4500.0, "writes/s", mode="full"),
+    ]
+    return write(tmp_path / "results.jsonl", rows)
+
+
+def test_median_spread_and_marks(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    report.write_report(results, out, with_plots=False)
+    text = out.read_text()
+
+    churn = table_row(text, "mutating p99 at 100 ops/s churn")
+    # Figure | Mode | Median | Spread | Runs | Unit | Target | Anchor | Result
+    assert churn[1:6] == ["full", "4.00", "3.00 \u2013 9.00", "3", "ms"]
+    assert churn[6] == "<= 50 ms" and "met" in churn[8] and "missed" not in churn[8]
+    assert "Kubernetes SLO" in churn[7]  # default anchor filled in for a figure recorded without one
+
+    listing = table_row(text, "LIST of 30000 pods")
+    assert listing[2] == "2.50" and "missed" in listing[8]
+
+    # Units convert before comparing: 0.09 GB is under 1596 MB.
+    rss = table_row(text, "control plane RSS at 20 nodes / 200 pods")
+    assert "met" in rss[8] and rss[7] == "k3s server with a workload"
+    assert table_row(text, "sqlite writes_sequential")[8] == "—"
+
+    assert "## API server" in text and "## Storage drivers" in text and "## Hollow nodes" in text
+    assert "**3 met, 1 missed**" in text
+    assert "LIST of 30000 pods (full): not profiled yet" in text
+    assert "900" not in text and "store.sqlite.old" not in text
+
+
+def test_quick_and_full_are_separate_rows(results: Path) -> None:
+    text = report.render(report.load(results), None)
+    rows = [line for line in text.splitlines() if line.startswith("| sqlite writes_sequential |")]
+    assert len(rows) == 2
+    assert {r.split("|")[2].strip(): r.split("|")[3].strip() for r in rows} == {"full": "4,500", "quick": "4,000"}
+
+
+def test_pending_figures_and_model_inputs_listed(results: Path) -> None:
+    text = report.render(report.load(results), None)
+    assert "## Not measured yet" in text
+    assert "pod startup p50/p99 with runc" in text
+    assert "Not enough measurements yet; missing: `server CPU per node heartbeat`" in text
+
+
+def test_model_renders_from_measured_costs() -> None:
+    from bench import model
+
+    medians = {"server CPU per node heartbeat": 1.0, "server CPU per pod started": 10.0, "stored pod bytes": 2000.0,
+               "watch events per pod started": 3.0, "control plane RSS per pod": 50.0,
+               "sqlite writes_50_concurrent": 50_000.0, "server CPU idle at 20 hollow nodes": 1.0,
+               "server CPU idle at 1000 hollow nodes": 60.0}  # fmt: skip
+    text = model.render(medians)
+    # 1 ms per heartbeat every 2 s plus 0.005 pod starts/s/node at 10 ms: 0.00055 core per node -> ~1,818 nodes.
+    assert "about **1,818 nodes**" in text
+    # The smallest run calibrates; the 1,000-node run checks the linear model.
+    assert "Check at 1,000 hollow nodes: model 50.0 % of a core idle, measured 60.0 %" in text
+    assert "Check at 20 " not in text
+    assert "assumed: no etcd measured" in text
+    medians["etcd-1-member writes_50_concurrent"] = 700.0
+    assert "etcd at 700 writes/s (measured)" in model.render(medians)
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "target", "verdict"),
+    [(5, "ms", "<= 50 ms", "met"), (0.06, "s", "<= 50 ms", "missed"), (600, "pods/s", ">= 500", "met"),
+     (0, "count", "<= 0", "met"), (1, "count", "<= 0", "missed"), (3, "s", "", ""), (3, "s", "same run", "")],
+)  # fmt: skip
+def test_judge(value: float, unit: str, target: str, verdict: str) -> None:
+    assert report.judge(value, unit, target) == verdict
+
+
+def test_empty_results(tmp_path: Path) -> None:
+    assert "No results yet." in report.render(report.load(tmp_path / "missing.jsonl"), None)
