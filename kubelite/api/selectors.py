@@ -122,6 +122,21 @@ class LabelSelector:
         """True when the selector selects everything."""
         return not self.requirements and not self.matches_nothing
 
+    def required_tokens(self) -> tuple[bytes, ...]:
+        """JSON strings every matching object's encoding must contain (a cheap pre-check on raw bytes).
+
+        Keys of =, in, exists, >, < requirements must be present as labels, and = needs its value
+        too. Label keys and values are restricted to characters JSON never escapes, so their quoted
+        form appears verbatim in any JSON encoding of a matching object.
+        """
+        tokens: list[bytes] = []
+        for r in self.requirements:
+            if r.operator in (EQUALS, IN, EXISTS, GT, LT):
+                tokens.append(f'"{r.key}"'.encode())
+            if r.operator == EQUALS or (r.operator == IN and len(r.values) == 1):
+                tokens.append(f'"{r.values[0]}"'.encode())
+        return tuple(tokens)
+
     def matches(self, labels: Mapping[str, str] | None) -> bool:
         if self.matches_nothing:
             return False

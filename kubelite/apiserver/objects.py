@@ -141,12 +141,16 @@ class ObjectStore:
         items: list[Obj] = []
         more, last_key = False, start_after
         page = max(opts.limit, 500) if opts.limit else 0
+        # Decoding dominates a selective LIST: skip objects whose bytes cannot hold the required labels.
+        tokens = opts.label_selector.required_tokens() if opts.label_selector is not None else ()
         try:
             while True:
                 res = await self.store.range(prefix, revision=revision, limit=page, start_after=last_key)
                 revision = res.revision
                 for kv in res.kvs:
                     last_key = kv.key
+                    if tokens and not all(t in kv.value for t in tokens):
+                        continue
                     obj = decode(kv)
                     if opts.matches(obj):
                         items.append(self._typed(rt, obj))
