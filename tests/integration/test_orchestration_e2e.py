@@ -79,7 +79,8 @@ def eventually(fn: Callable[[], T | None], timeout: float = 30, interval: float 
 def ready_nodes(api: client.ApiClient) -> list[str]:
     out = []
     for n in client.CoreV1Api(api).list_node().items:
-        conds = {c.type: c.status for c in (n.status.conditions or [])}
+        # A node just registered may not have posted its status yet.
+        conds = {c.type: c.status for c in ((n.status.conditions if n.status else None) or [])}
         if conds.get("Ready") == "True" and not n.spec.unschedulable:
             out.append(n.metadata.name)
     return sorted(out)
