@@ -81,6 +81,15 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -90,8 +99,9 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    url: str
+    url: str  # the loopback plain-HTTP port (no authentication)
     proc: subprocess.Popen[bytes]
+    tls_url: str = ""  # the secure port (TLS; clients authenticate, e.g. with <data-dir>/kubeconfig.yaml)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -104,11 +114,13 @@ class Server:
 
 
 def start_server(data_dir: Path, store_url: str | None = None, *extra: str) -> Server:
-    port = free_port()
+    port, tls_port = free_port(), free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "server.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kubelite", "server", "--port", str(port), "--data-dir", str(data_dir),
+        # The benches measure the API itself: they use the loopback plain-HTTP port (no TLS, no auth).
+        [sys.executable, "-m", "kubelite", "server", "--insecure-port", str(port), "--port", str(tls_port),
+         "--data-dir", str(data_dir),
          "--datastore-endpoint", store_url or f"sqlite:///{data_dir}/state.db", "--log-level", "warning", *extra],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -118,7 +130,7 @@ def start_server(data_dir: Path, store_url: str | None = None, *extra: str) -> S
             raise RuntimeError(f"server exited: {(data_dir / 'server.log').read_text()}")
         try:
             with urllib.request.urlopen(url + "/readyz", timeout=1):
-                return Server(url, proc)
+                return Server(url, proc, f"https://127.0.0.1:{tls_port}")
         except OSError:
             time.sleep(0.05)
     proc.kill()

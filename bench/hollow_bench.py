@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import signal
 import sqlite3
 import subprocess
@@ -32,20 +31,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Server, record, rss_mb, start_server
+from bench.common import Server, cpu_seconds, record, rss_mb, start_server
 from kubelite.client import ApiClient, ApiError
 from kubelite.controllers.base import DEPLOYMENTS, LEASES, NODES, PODS
 
 Obj = dict[str, Any]
 BENCH = "hollow"
 HEARTBEAT_INTERVAL = 2.0  # the agent's default --heartbeat-interval
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (fields 14 and 15 of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def deployment(name: str, replicas: int, node_selector: Obj | None = None) -> Obj:
@@ -196,7 +188,9 @@ def stored_pod_bytes(db: Path) -> float:
 
 async def scale_run(args: argparse.Namespace, tmp: Path) -> None:
     n, label = args.nodes, "bench-role=hollow"
-    server = start_server(tmp / "srv")
+    # Each node gets a /24 of the cluster CIDR (nodeipam): the default /16 holds only 256 nodes, and
+    # past that every node update re-runs a failing allocation, which is not what this measures.
+    server = start_server(tmp / "srv", None, "--cluster-cidr", cluster_cidr(n))
     agent = start_agent(server.url, tmp / "agent", "hollow", n, "--node-labels", label)
     client = ApiClient(server.url)
     flaps = ReadyFlaps(client)
@@ -270,6 +264,14 @@ async def scale_run(args: argparse.Namespace, tmp: Path) -> None:
         await client.close()
         stop_process(agent)
         server.stop()
+
+
+def cluster_cidr(nodes: int) -> str:
+    """The smallest 10.x.0.0 network with a /24 for every node (and room to spare)."""
+    prefix = 16
+    while prefix > 8 and 2 ** (24 - prefix) < 2 * nodes:
+        prefix -= 1
+    return f"10.{128 if prefix > 9 else 0}.0.0/{prefix}"
 
 
 async def at_least(value: Awaitable[int], want: int) -> bool:

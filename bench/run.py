@@ -68,6 +68,10 @@ BENCHES: list[Bench] = [
     Bench("ha", "ha_bench.py", "leader failover (kill to new lease holder, to new leader acting) on 3-member etcd; raw etcd floor",
           [["--quick"]], [[]], repeat=1, needs=("etcd",),
           expects=("kill to new lease holder", "kill to new leader acting", "raw etcd writes/s")),
+    Bench("watch_memory", "watch_memory_bench.py", "server RSS with watch clients that stop reading (dropped at the buffer bound)",
+          [["--quick"]], [[]], repeat=1, expects=("per stalled watcher",)),
+    Bench("fuzz", "fuzz_bench.py", "generated requests with and without credentials: responses >= 500, rejected writes",
+          [["--quick"]], [["--requests", "10000"]], repeat=1, expects=("responses >= 500",)),
 ]
 BY_NAME = {b.name: b for b in BENCHES}
 

@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES=(
     python3 python3-venv curl ca-certificates git
     iproute2 iptables kmod procps       # pod sandboxes, bridges, routes, service rules
-    runc busybox-static                 # the default container runtime and the built-in test image
+    runc busybox-static openssl         # the default container runtime, the built-in test images (busybox, busybox-openssl)
     docker.io containerd                # the Docker runtime and the Swarm peer in the benches
     etcd-server etcd-client             # the etcd datastore and its HA tests
     docker-registry                     # the cluster's image registry (OCI distribution API)
@@ -16,6 +16,7 @@ APT_PACKAGES=(
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
     dnsmasq-base e2fsprogs              # libvirt VMs (the tests start libvirtd themselves)
     libvirt-dev pkg-config gcc          # to build libvirt-python
+    vagrant vagrant-libvirt             # the vagrant provider (boxes are built locally)
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -26,21 +26,35 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
+    """A `kubelite server`: ``url`` is its plain-HTTP loopback port (--insecure-port, no
+    authentication: most tests exercise API semantics), ``https_url`` the real, authenticated one;
+    ``kubeconfig`` is the admin kubeconfig it wrote (HTTPS + admin client certificate)."""
+
     url: str
     port: int
     data_dir: Path
     kubeconfig: Path
     proc: subprocess.Popen[bytes]
     log_path: Path
+    https_port: int = 0
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def token(self) -> str:
+        """The full cluster join token (K10<ca hash>::server:<secret>)."""
+        return (self.data_dir / "token").read_text().strip()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from tests.helpers import stop_processes
+
+        stop_processes(self.proc, sig=sig, timeout=timeout)
         return self.proc.returncode
 
     def log(self) -> str:
@@ -53,13 +67,16 @@ def start_server(
     port: int | None = None,
     extra_args: list[str] | None = None,
     timeout: float = 20,
+    https_port: int | None = None,
 ) -> ServerProcess:
     port = port or free_port()
+    https_port = https_port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
     args = [
         sys.executable, "-m", "kubelite", "server",
-        "--port", str(port),
+        "--insecure-port", str(port),
+        "--port", str(https_port),
         "--data-dir", str(data_dir),
         "--datastore-endpoint", store_url or f"sqlite:///{data_dir}/state.db",
         *(extra_args or []),
@@ -67,7 +84,7 @@ def start_server(
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(url, port, data_dir, data_dir / "kubeconfig.yaml", proc, log_path)
+    server = ServerProcess(url, port, data_dir, data_dir / "kubeconfig.yaml", proc, log_path, https_port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -119,9 +136,9 @@ async def inproc_api() -> object:
     from kubelite.client import ApiClient
 
     with tempfile.TemporaryDirectory(prefix="kubelite-inproc-") as tmp:
-        config = ServerConfig(data_dir=Path(tmp), datastore_endpoint="memory://", port=free_port())
+        config = ServerConfig(data_dir=Path(tmp), datastore_endpoint="memory://", port=free_port(), insecure_port=free_port())
         running = await start_inproc(config)
-        url = f"http://127.0.0.1:{config.port}"
+        url = f"http://127.0.0.1:{config.insecure_port}"
         client = ApiClient(url)
         try:
             yield InProcessServer(url, running.api, client)

@@ -15,7 +15,6 @@ import contextlib
 import http.client
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import stop_processes
 
 __all__ = ["Dockerd", "docker_cli", "dockerd", "running_dockerd"]
 
@@ -96,16 +97,6 @@ def _wait_for(
         time.sleep(0.02)
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @contextlib.contextmanager
 def running_dockerd(timeout: float = 30) -> Iterator[Dockerd]:
     for tool in ("dockerd", "containerd", "runc"):
@@ -141,8 +132,8 @@ def running_dockerd(timeout: float = 30) -> Iterator[Dockerd]:
         _wait_for("dockerd", lambda: _ping(d.socket), proc, d, timeout)
         yield d
     finally:
-        for p in reversed(d.procs):
-            _stop(p)
+        for p in reversed(d.procs):  # one at a time: dockerd before the containerd it uses
+            stop_processes(p, timeout=20)
         if d.tmpfs is not None:
             subprocess.run(["umount", "-l", str(d.tmpfs)], check=False)
         # dockerd unmounts its overlays on shutdown; anything still mounted below is left, not forced.

@@ -3,12 +3,15 @@
 ``etcd`` comes from the Debian package ``etcd-server`` (3.4); a missing binary fails loudly.
 Timings are shortened (heartbeat 50 ms, election 500 ms) so leader failover and lease expiry
 happen in about a second, which also makes etcd's minimum lease TTL 1 s.
+``start_cluster(..., tls=EtcdTLS.generate(dir))`` runs the members with TLS on client and peer
+URLs and client-certificate authentication on both (as a production etcd runs).
 """
 
 from __future__ import annotations
 
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -17,12 +20,55 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
 from tests.conftest import free_port
+from tests.helpers import stop_processes
 
 ETCD_BIN = "etcd"
+
+
+@dataclass(frozen=True)
+class EtcdTLS:
+    """One set of etcd certificates for every member (all on 127.0.0.1), from kubelite's etcd PKI."""
+
+    cacert: Path
+    server_cert: Path
+    server_key: Path
+    peer_cert: Path
+    peer_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def generate(cls, base: Path) -> EtcdTLS:
+        from kubelite.auth.pki import ensure_etcd_pki
+
+        ensure_etcd_pki(base, "etcd", ["127.0.0.1"])
+        d = base / "etcd"
+        names = ("ca.crt", "server.crt", "server.key", "peer.crt", "peer.key", "client.crt", "client.key")
+        return cls(*(d / name for name in names))
+
+    def args(self) -> list[str]:
+        return [
+            "--cert-file", str(self.server_cert), "--key-file", str(self.server_key),
+            "--trusted-ca-file", str(self.cacert), "--client-cert-auth",
+            "--peer-cert-file", str(self.peer_cert), "--peer-key-file", str(self.peer_key),
+            "--peer-trusted-ca-file", str(self.cacert), "--peer-client-cert-auth",
+        ]  # fmt: skip
+
+    def query(self, client_cert: bool = True) -> str:
+        params = {"cacert": str(self.cacert)}
+        if client_cert:
+            params |= {"cert": str(self.client_cert), "key": str(self.client_key)}
+        return urlencode(params)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.cacert))
+        ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return ctx
 
 
 @dataclass
@@ -34,10 +80,15 @@ class EtcdMember:
     log_path: Path
     initial_cluster: str
     proc: subprocess.Popen[bytes] | None = None
+    tls: EtcdTLS | None = None
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     def start(self, state: str = "new") -> None:
         binary = shutil.which(ETCD_BIN)
@@ -47,10 +98,10 @@ class EtcdMember:
             binary,
             "--name", self.name,
             "--data-dir", str(self.data_dir),
-            "--listen-client-urls", f"http://127.0.0.1:{self.client_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{self.client_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+            "--listen-client-urls", f"{self.scheme}://127.0.0.1:{self.client_port}",
+            "--advertise-client-urls", f"{self.scheme}://127.0.0.1:{self.client_port}",
+            "--listen-peer-urls", f"{self.scheme}://127.0.0.1:{self.peer_port}",
+            "--initial-advertise-peer-urls", f"{self.scheme}://127.0.0.1:{self.peer_port}",
             "--initial-cluster", self.initial_cluster,
             "--initial-cluster-state", state,
             "--initial-cluster-token", "kubelite-test",
@@ -58,18 +109,14 @@ class EtcdMember:
             "--election-timeout", "500",
             "--log-outputs", "stderr",
             "--logger", "zap",
+            *(self.tls.args() if self.tls else []),
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_processes(self.proc, sig=sig)
         self.proc = None
 
     @property
@@ -79,7 +126,8 @@ class EtcdMember:
     def healthy(self) -> bool:
         """The member answers and the cluster has a leader (etcd's /health needs quorum)."""
         try:
-            with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=1) as resp:
+            context = self.tls.ssl_context() if self.tls else None
+            with urllib.request.urlopen(f"{self.scheme}://{self.endpoint}/health", timeout=1, context=context) as resp:
                 return b'"true"' in resp.read()
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
@@ -91,6 +139,7 @@ class EtcdMember:
 @dataclass
 class EtcdCluster:
     members: list[EtcdMember] = field(default_factory=list)
+    tls: EtcdTLS | None = None
 
     @property
     def endpoints(self) -> str:
@@ -98,11 +147,17 @@ class EtcdCluster:
 
     @property
     def url(self) -> str:
-        return f"etcd://{self.endpoints}"
+        return self.url_with()
+
+    def url_with(self, prefix: str = "", client_cert: bool = True) -> str:
+        """The store URL; with TLS ``etcds://...?cacert=&cert=&key=`` (``client_cert=False`` omits cert/key)."""
+        if self.tls is None:
+            return f"etcd://{self.endpoints}{prefix}"
+        return f"etcds://{self.endpoints}{prefix}?{self.tls.query(client_cert)}"
 
     def namespaced_url(self) -> str:
         """A URL whose keys live under a fresh prefix: an empty store on a shared cluster."""
-        return f"{self.url}/t{uuid.uuid4().hex[:12]}"
+        return self.url_with(f"/t{uuid.uuid4().hex[:12]}")
 
     def wait_healthy(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -126,14 +181,15 @@ class EtcdCluster:
             m.kill(signal.SIGTERM)
 
 
-def start_cluster(base: Path, size: int = 1) -> EtcdCluster:
+def start_cluster(base: Path, size: int = 1, tls: EtcdTLS | None = None) -> EtcdCluster:
     ports = [(free_port(), free_port()) for _ in range(size)]
     names = [f"m{i}" for i in range(size)]
-    initial = ",".join(f"{n}=http://127.0.0.1:{peer}" for n, (_, peer) in zip(names, ports, strict=True))
+    scheme = "https" if tls else "http"
+    initial = ",".join(f"{n}={scheme}://127.0.0.1:{peer}" for n, (_, peer) in zip(names, ports, strict=True))
     base.mkdir(parents=True, exist_ok=True)
-    cluster = EtcdCluster()
+    cluster = EtcdCluster(tls=tls)
     for name, (client, peer) in zip(names, ports, strict=True):
-        member = EtcdMember(name, client, peer, base / name, base / f"{name}.log", initial)
+        member = EtcdMember(name, client, peer, base / name, base / f"{name}.log", initial, tls=tls)
         cluster.members.append(member)
         member.start()
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ class Agent:
         dispatcher: PodDispatcher | None = None,
         jitter: bool = False,
         network: NetworkConfig | None = None,
+        agent_tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``agent_tls``: serve logs/exec over HTTPS (see ``httpserver.agent_ssl_context``)."""
         self.client = client
         self.config = config
         self.runtime = runtime
@@ -67,8 +70,11 @@ class Agent:
         self.network = ClusterNetwork(client, config.name, runtime, network) if network is not None else None
         # Hollow nodes share one endpoint (HollowNodes starts it); a real node serves its own.
         self.http: AgentHttpServer | None = (
-            AgentHttpServer({config.name: self.pods}, config.node_ip, config.agent_port) if self._own_dispatcher else None
+            AgentHttpServer({config.name: self.pods}, config.node_ip, config.agent_port, ssl_context=agent_tls)
+            if self._own_dispatcher else None
         )
+        if self.http is not None:
+            config.agent_scheme = self.http.scheme  # published on the Node for the API server's proxy
 
     @property
     def name(self) -> str:

@@ -10,6 +10,10 @@ Kubernetes semantics (kubelet's ``makeEnvironmentVariables`` and ``third_party/f
   waits with reason ``CreateContainerConfigError`` (:class:`EnvError` carries kubelet's message);
 * expansion: ``$(VAR)`` is replaced when VAR is defined and left as is otherwise; ``$$`` is an
   escaped ``$`` (so ``$$(VAR)`` yields the literal ``$(VAR)``); any other ``$`` stays.
+* Service links (:func:`service_env`): ``<NAME>_SERVICE_HOST``/``_PORT`` and the Docker-link style
+  ``<NAME>_PORT_*`` variables of the pod's namespace's Services (with ``enableServiceLinks``), and
+  always those of ``default/kubernetes`` — how in-cluster clients find the API. They come last and
+  never override ``env``/``envFrom``, but ``$(VAR)`` may refer to them.
 
 ConfigMaps and Secrets are read through an :class:`ObjectSource` (the agent's ApiClient; tests
 may pass a dict-backed one), one GET per object per container start.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING
 from typing import Any, Protocol
@@ -40,6 +44,7 @@ __all__ = [
     "resolve_command",
     "resource_value",
     "secret_data",
+    "service_env",
 ]
 
 Obj = dict[str, Any]
@@ -259,8 +264,45 @@ async def _key_ref(objs: _Objects, kind: str, ref: Obj) -> str | None:
     return data[key].decode("utf-8", "replace")
 
 
-async def build_env(pod: Obj, container: Obj, source: ObjectSource, ctx: PodContext) -> dict[str, str]:
-    """The container's environment, in definition order; EnvError when it cannot be built."""
+def service_env(pod: Obj, services: Iterable[Obj]) -> dict[str, str]:
+    """kubelet's service environment for ``pod`` from ``services`` (any namespaces; the irrelevant
+    ones are ignored): a pod's own namespace only with ``enableServiceLinks`` (default true), the
+    master Service ``default/kubernetes`` always; Services without a ClusterIP have no variables."""
+    namespace = str((pod.get("metadata") or {}).get("namespace") or "default")
+    links = (pod.get("spec") or {}).get("enableServiceLinks") is not False
+    chosen: dict[str, Obj] = {}
+    for svc in services:
+        meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
+        name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "")
+        if spec.get("clusterIP") in (None, "", "None"):
+            continue
+        if (links and ns == namespace) or (ns == "default" and name == "kubernetes" and name not in chosen):
+            chosen[name] = svc  # a pod namespace's own "kubernetes" Service wins over the master one
+    env: dict[str, str] = {}
+    for name, svc in sorted(chosen.items()):
+        spec = svc["spec"]
+        ip, prefix = str(spec["clusterIP"]), name.upper().replace("-", "_")
+        ports = [p for p in spec.get("ports") or [] if isinstance(p, dict) and p.get("port")]
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        for i, p in enumerate(ports):
+            proto, port = str(p.get("protocol") or "TCP"), str(p["port"])
+            url = f"{proto.lower()}://{ip}:{port}"
+            if i == 0:
+                env[f"{prefix}_SERVICE_PORT"], env[f"{prefix}_PORT"] = port, url
+            if p.get("name"):
+                env[f"{prefix}_SERVICE_PORT_{str(p['name']).upper().replace('-', '_')}"] = port
+            base = f"{prefix}_PORT_{port}_{proto.upper()}"
+            env.update({base: url, f"{base}_PROTO": proto.lower(), f"{base}_PORT": port, f"{base}_ADDR": ip})
+    return env
+
+
+async def build_env(
+    pod: Obj, container: Obj, source: ObjectSource, ctx: PodContext, services: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The container's environment, in definition order; EnvError when it cannot be built.
+
+    ``services`` is the pod's :func:`service_env`: a fallback for ``$(VAR)``, added last."""
+    services = services or {}
     namespace = str((pod.get("metadata") or {}).get("namespace") or "default")
     objs = _Objects(source, namespace)
     env: dict[str, str] = {}
@@ -284,7 +326,7 @@ async def build_env(pod: Obj, container: Obj, source: ObjectSource, ctx: PodCont
             continue
         vf = e.get("valueFrom")
         if not vf:
-            env[name] = expand(str(e.get("value") or ""), env.get)
+            env[name] = expand(str(e.get("value") or ""), lambda k: env.get(k, services.get(k)))
             continue
         value: str | None
         if vf.get("configMapKeyRef"):
@@ -299,4 +341,4 @@ async def build_env(pod: Obj, container: Obj, source: ObjectSource, ctx: PodCont
             raise EnvError(f"env {name}: valueFrom names no source")
         if value is not None:
             env[name] = value
-    return env
+    return {**env, **{k: v for k, v in services.items() if k not in env}}

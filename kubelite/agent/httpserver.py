@@ -1,8 +1,13 @@
-"""The agent's HTTP endpoint (kubelet's port 10250): container logs and exec, for the API server.
+"""The agent's HTTPS endpoint (kubelet's port 10250): container logs and exec, for the API server.
 
-Plain HTTP for now: no TLS and no client authentication (a later issue), so bind it to the node's
-own address on a trusted network only. One server can serve every node of the process (hollow
-nodes share it); a request is routed to the node agent that runs the pod.
+With node credentials (``kubelite.agent.bootstrap``) it serves TLS with the node's serving
+certificate and requires a client certificate from the cluster CA (the handshake fails without
+one); only the API server's ``kube-apiserver-kubelet-client`` identity is served, any other
+certificate (another node's, the admin's) gets 403. The agent advertises ``https`` in its Node's
+``kubelite.io/agent-scheme`` annotation so the API server's proxy knows to dial TLS. Without
+credentials (an agent on the insecure development port) it is plain HTTP with no authentication:
+bind it to the node's own address on a trusted network only. One server can serve every node of
+the process (hollow nodes share it); a request is routed to the node agent that runs the pod.
 
 ``GET /containerLogs/{namespace}/{pod}/{container}`` (kubelet's path) streams ``text/plain``.
 Query: ``follow``, ``previous``, ``timestamps`` (true/false), ``tailLines``, ``sinceSeconds``,
@@ -25,7 +30,9 @@ pod/container, 501 the runtime cannot exec (the fake one), 504 the command timed
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -33,8 +40,10 @@ from aiohttp import web
 from kubelite.agent.logs import LogOptions, read_log
 from kubelite.agent.pods import PodManager
 from kubelite.agent.runtime import ContainerState, NotFoundError, RuntimeFailure
+from kubelite.auth import KUBELET_CLIENT_USER, AuthenticationError
+from kubelite.auth.pki import identity_from_peercert
 
-__all__ = ["AgentHttpServer", "parse_log_options"]
+__all__ = ["AgentHttpServer", "agent_ssl_context", "parse_log_options"]
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +87,48 @@ def parse_log_options(q: Mapping[str, str]) -> tuple[LogOptions, bool]:
     return opts, _bool(q, "previous")
 
 
+def agent_ssl_context(cert_file: Path, key_file: Path, ca_file: Path) -> ssl.SSLContext:
+    """Serving context: the node's serving certificate; a client certificate from the CA is required."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    ctx.load_verify_locations(cafile=ca_file)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # validity period checked too: an expired client fails the handshake
+    return ctx
+
+
+@web.middleware
+async def _only_apiserver(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Serve only the API server's client identity (the handshake already proved the CA signed it)."""
+    transport = request.transport
+    try:
+        cn, _orgs, _not_after = identity_from_peercert(
+            transport.get_extra_info("peercert") if transport is not None else None)
+    except AuthenticationError as e:
+        raise web.HTTPUnauthorized(text=str(e)) from None
+    if cn != KUBELET_CLIENT_USER:
+        raise web.HTTPForbidden(text=f"{cn} may not use the agent endpoint (only {KUBELET_CLIENT_USER})")
+    return await handler(request)
+
+
 class AgentHttpServer:
-    """Serves logs and exec for the pods of ``managers`` (node name -> PodManager)."""
+    """Serves logs and exec for the pods of ``managers`` (node name -> PodManager).
+
+    With ``ssl_context`` (see :func:`agent_ssl_context`) it serves HTTPS to the API server only.
+    """
 
     def __init__(self, managers: Mapping[str, PodManager] | Callable[[], Iterable[PodManager]],
-                 host: str, port: int) -> None:
+                 host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self._managers = managers
         self.host, self.port = host, port
+        self.ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
 
     def _all(self) -> Iterable[PodManager]:
         return self._managers.values() if isinstance(self._managers, Mapping) else self._managers()
@@ -94,7 +137,7 @@ class AgentHttpServer:
         return next((m for m in self._all() if m.record(key) is not None), None)
 
     def make_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[_only_apiserver] if self.ssl_context is not None else [])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         app.router.add_post("/exec/{namespace}/{pod}/{container}", self.exec)
@@ -103,13 +146,17 @@ class AgentHttpServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.make_app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         if sockets:
             self.port = int(sockets[0].getsockname()[1])  # port 0: the one the OS picked
-        log.info("agent endpoint listening on http://%s:%d (plain HTTP, no authentication)", self.host, self.port)
+        if self.ssl_context is not None:
+            log.info("agent endpoint listening on https://%s:%d (API server client certificate only)",
+                     self.host, self.port)
+        else:
+            log.info("agent endpoint listening on http://%s:%d (plain HTTP, no authentication)", self.host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -33,7 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from kubelite.agent.env import ApiObjectSource, EnvError, ObjectSource, PodContext, build_env, resolve_command
+from kubelite.agent.env import (
+    ApiObjectSource,
+    EnvError,
+    ObjectSource,
+    PodContext,
+    build_env,
+    resolve_command,
+    service_env,
+)
 from kubelite.agent.logs import container_log_path, pod_log_dir
 from kubelite.agent.probes import ProbeManager
 from kubelite.agent.runtime import (
@@ -52,7 +60,7 @@ from kubelite.agent.runtime import (
 )
 from kubelite.agent.volumes import VolumeError, VolumeManager, container_mounts
 from kubelite.api.quantity import QuantityError, cpu_millis, to_int
-from kubelite.api.registry import by_path
+from kubelite.api.registry import by_path, resource
 from kubelite.client import ApiClient, ApiError, Informer, WorkQueue, run_workers
 from kubelite.client.informer import object_key
 
@@ -77,6 +85,7 @@ Obj = dict[str, Any]
 _PODS = by_path("", "v1", "pods")
 assert _PODS is not None
 PODS = _PODS
+_SERVICES = resource("", "services")
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -771,7 +780,8 @@ class PodManager:
             return 10.0
         attempt = r.restart_count + (1 if r.status is not None else 0)  # a previous attempt ended: a restart
         try:
-            env = await build_env(pod, c, self.objects, self._context(rec))
+            services = service_env(pod, await self._services(pod))
+            env = await build_env(pod, c, self.objects, self._context(rec), services)
             mounts = container_mounts(pod, c, rec.volume_paths)
         except (EnvError, VolumeError) as e:
             r.waiting_reason, r.waiting_message = "CreateContainerConfigError", str(e)
@@ -801,6 +811,20 @@ class PodManager:
         if r.status.state is ContainerState.RUNNING:
             self._track_probes(pod, rec, r)
         return 0.0
+
+    async def _services(self, pod: Obj) -> list[Obj]:
+        """The Services whose variables the pod's containers get (see env.service_env): its
+        namespace's with service links on, and default/kubernetes (how in-cluster clients find the API)."""
+        namespace = str(pod["metadata"].get("namespace") or "default")
+        links = (pod.get("spec") or {}).get("enableServiceLinks") is not False
+        services: list[Obj] = list((await self.client.list(_SERVICES, namespace))["items"]) if links else []
+        if not links or namespace != "default":
+            try:
+                services.append(await self.client.get(_SERVICES, "kubernetes", "default"))
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+        return services
 
     def _context(self, rec: PodRecord) -> PodContext:
         return PodContext(pod_ip=(rec.sandbox.ip if rec.sandbox else None) or "", host_ip=self.host_ip)

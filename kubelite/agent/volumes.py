@@ -7,7 +7,10 @@ Each volume of a pod becomes a host directory (or file) its containers bind-moun
 * ``configMap``, ``secret``, ``downwardAPI``, ``projected`` -> the same place, written by
   :func:`atomic_write_dir` with Kubernetes' ``..data`` symlink swap, so a reader sees either the old
   or the new set of files, never a mix; :meth:`VolumeManager.refresh` rewrites them when the
-  objects (or the pod's labels/annotations) change;
+  objects (or the pod's labels/annotations) change. A projected ``serviceAccountToken`` is a
+  TokenRequest bound to the pod (:class:`ServiceAccountTokenManager`, kubelet's token manager),
+  renewed once 80% of its lifetime has passed; the pod's ``volumes`` directory is then 0750 so
+  only root on the host reads the token;
 * ``hostPath`` -> the path itself, after the ``type`` check;
 * ``persistentVolumeClaim`` -> a local-path provisioner: the claim's data lives in
   ``<storage dir>/<namespace>/<claim>-<claim uid>`` on the node that first runs a pod using it. The
@@ -28,9 +31,11 @@ import logging
 import os
 import shutil
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from kubelite.agent.env import (
     ApiObjectSource,
@@ -45,11 +50,13 @@ from kubelite.agent.env import (
 from kubelite.agent.runtime import Mount
 from kubelite.api.quantity import QuantityError, to_int
 from kubelite.api.registry import by_path
-from kubelite.client import ApiClient, ApiError
+from kubelite.client import ApiClient, ApiConnectionError, ApiError
 
 __all__ = [
     "DATA_DIR_NAME",
     "HostPathError",
+    "ServiceAccountTokenManager",
+    "TokenSource",
     "VolumeError",
     "VolumeManager",
     "atomic_write_dir",
@@ -208,7 +215,9 @@ async def _keyed_source(kind: str, src: Obj, name_field: str, mode: int, namespa
     return _keyed_files(kind, name, data, src, mode, namespace)
 
 
-async def projected_files(pod: Obj, volume: Obj, source: ObjectSource, ctx: PodContext) -> Files:
+async def projected_files(
+    pod: Obj, volume: Obj, source: ObjectSource, ctx: PodContext, tokens: TokenSource | None = None
+) -> Files:
     """The files a configMap/secret/downwardAPI/projected volume shows."""
     namespace = str((pod.get("metadata") or {}).get("namespace") or "default")
     if "configMap" in volume or "secret" in volume:
@@ -228,8 +237,104 @@ async def projected_files(pod: Obj, volume: Obj, source: ObjectSource, ctx: PodC
             out.update(await _keyed_source("secret", s["secret"], "name", mode, namespace, source))
         elif s.get("downwardAPI"):
             out.update(_downward_files(pod, s["downwardAPI"].get("items") or [], mode, ctx))
-        # serviceAccountToken/clusterTrustBundle sources: no token issuer yet, so nothing to write.
+        elif s.get("serviceAccountToken"):
+            sat = s["serviceAccountToken"]
+            if tokens is None:
+                raise VolumeError("serviceAccountToken: this node has no token source")
+            seconds = sat.get("expirationSeconds")
+            seconds = seconds if isinstance(seconds, int) and not isinstance(seconds, bool) else DEFAULT_TOKEN_EXPIRATION
+            token = await tokens.token(pod, str(sat.get("audience") or ""), seconds)
+            out[str(sat.get("path") or "token")] = (token.encode(), mode)
+        # clusterTrustBundle sources: not served by this API server, so nothing to write.
     return out
+
+
+# --- service account tokens -------------------------------------------------------------------------
+
+DEFAULT_TOKEN_EXPIRATION = 3600  # serviceAccountToken.expirationSeconds when unset
+TOKEN_REFRESH_FRACTION = 0.8  # kubelet renews a token once 80% of its lifetime has passed...
+TOKEN_MAX_AGE = 24 * 3600  # ...or once it is a day old, whichever comes first
+
+
+class TokenSource(Protocol):
+    """Where projected ServiceAccount tokens come from."""
+
+    async def token(self, pod: Obj, audience: str, expiration_seconds: int) -> str: ...
+
+    def forget(self, pod_uid: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: str
+    issued: float  # epoch seconds
+    expires: float
+
+    def stale(self, now: float) -> bool:
+        lifetime = self.expires - self.issued
+        return now >= self.issued + min(lifetime * TOKEN_REFRESH_FRACTION, TOKEN_MAX_AGE)
+
+
+def _epoch(rfc3339: str) -> float:
+    return dt.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+class ServiceAccountTokenManager:
+    """TokenRequests for the pods of this node, bound to the pod (deleting it revokes the token).
+
+    A token is reused until :meth:`_Token.stale`; a failed renewal keeps serving the old token
+    while it is still valid (kubelet does the same), so an API hiccup does not break pods.
+    """
+
+    def __init__(self, client: ApiClient, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.clock = clock
+        self._cache: dict[tuple[str, str, str, int], _Token] = {}
+        self.requests = 0  # TokenRequests sent (for tests and metrics)
+
+    async def token(self, pod: Obj, audience: str, expiration_seconds: int) -> str:
+        m = pod.get("metadata") or {}
+        namespace, name, uid = str(m.get("namespace") or "default"), str(m.get("name", "")), str(m.get("uid", ""))
+        sa = str((pod.get("spec") or {}).get("serviceAccountName") or "default")
+        key = (uid, sa, audience, expiration_seconds)
+        cached = self._cache.get(key)
+        now = self.clock()
+        if cached is not None and not cached.stale(now):
+            return cached.value
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [audience] if audience else [],  # empty: the API server's own audience
+                "expirationSeconds": expiration_seconds,
+                "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": name, "uid": uid},
+            },
+        }
+        self.requests += 1
+        try:
+            answer = await self.client.request(
+                "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token", json=body
+            )
+            status = answer["status"]
+            expires = _epoch(str(status["expirationTimestamp"]))
+            granted = int((answer.get("spec") or {}).get("expirationSeconds") or expiration_seconds)
+            fresh = _Token(str(status["token"]), expires - granted, expires)
+        except (ApiError, ApiConnectionError, KeyError, TypeError, ValueError) as e:
+            if cached is not None and now < cached.expires:
+                log.warning("pod %s/%s: token renewal failed, keeping the current token: %s", namespace, name, e)
+                return cached.value
+            raise VolumeError(f'failed to fetch token for serviceaccount "{sa}": {e}') from None
+        self._cache[key] = fresh
+        return fresh.value
+
+    def forget(self, pod_uid: str) -> None:
+        for key in [k for k in self._cache if k[0] == pod_uid]:
+            del self._cache[key]
+
+
+def _has_token(volume: Obj) -> bool:
+    return any(isinstance(s, dict) and s.get("serviceAccountToken")
+               for s in (volume.get("projected") or {}).get("sources") or [])
 
 
 # --- hostPath ---------------------------------------------------------------------------------------
@@ -311,12 +416,14 @@ class VolumeManager:
         *,
         storage_dir: Path | None = None,
         source: ObjectSource | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
         self.client = client
         self.node_name = node_name
         self.data_dir = data_dir
         self.storage_dir = storage_dir or data_dir / "storage"
         self.source = source or ApiObjectSource(client)
+        self.tokens = tokens or ServiceAccountTokenManager(client)
         self._pods: dict[str, _PodVolumes] = {}
 
     def pod_dir(self, uid: str) -> Path:
@@ -351,7 +458,7 @@ class VolumeManager:
             if name not in state.paths or not any(k in vol for k in _WRITTEN):
                 continue
             try:
-                files = await projected_files(pod, vol, self.source, ctx)
+                files = await projected_files(pod, vol, self.source, ctx, self.tokens)
             except (VolumeError, ApiError) as e:
                 log.warning("pod %s volume %s: not refreshed: %s", uid, name, e)
                 continue
@@ -373,9 +480,13 @@ class VolumeManager:
         target = self.volume_dir(uid, name)
         if any(k in vol for k in _WRITTEN):
             try:
-                files = await projected_files(pod, vol, self.source, ctx)
+                files = await projected_files(pod, vol, self.source, ctx, self.tokens)
             except ApiError as e:
                 raise VolumeError(f"volume {name}: {e}") from None
+            if _has_token(vol):
+                # Containers see the volume through its bind mount; host users need not see it at all.
+                target.mkdir(parents=True, exist_ok=True)
+                target.parent.chmod(0o750)
             atomic_write_dir(target, files)
             return target
         if "emptyDir" in vol or not any(isinstance(v, dict) for k, v in vol.items() if k != "name"):
@@ -399,6 +510,7 @@ class VolumeManager:
     async def teardown(self, uid: str) -> None:
         """Unmount and remove the pod's volume directories (claim and hostPath data stay)."""
         state = self._pods.pop(uid, None)
+        self.tokens.forget(uid)
         pod_dir = self.pod_dir(uid)
         mounted = list(state.tmpfs) if state else []
         vol_root = pod_dir / "volumes"

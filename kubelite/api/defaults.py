@@ -6,6 +6,7 @@ left alone for validate() to report with a proper field path rather than crashin
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -238,6 +239,28 @@ def _namespace(obj: Obj) -> None:
 
 def _secret(obj: Obj) -> None:
     _setdefault(obj, "type", "Opaque")
+    _merge_string_data(obj)
+
+
+def _merge_string_data(obj: Obj) -> None:
+    """stringData is write-only: base64 each value into data (stringData wins), then drop it.
+
+    Kubernetes does this in v1 -> internal conversion, so validation, storage and every response
+    see only ``data``. Malformed input is left in place for validation to report.
+    """
+    string_data = obj.get("stringData")
+    if string_data is None:
+        obj.pop("stringData", None)
+        return
+    if not isinstance(string_data, dict) or not all(isinstance(v, str) for v in string_data.values()):
+        return
+    if string_data:
+        data = _dict(obj, "data")
+        if data is None:
+            return
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(value.encode()).decode()
+    del obj["stringData"]
 
 
 def _pvc(obj: Obj) -> None:
@@ -265,7 +288,22 @@ def _endpoints(obj: Obj) -> None:
             _setdefault(port, "protocol", "TCP")
 
 
+def _rbac_binding(obj: Obj) -> None:
+    """rbac/v1 defaults: roleRef's and User/Group subjects' apiGroup is the RBAC group; a
+    ServiceAccount subject's is the core group."""
+    ref = _dict(obj, "roleRef", create=False)
+    if ref is not None and not ref.get("apiGroup"):
+        ref["apiGroup"] = RBAC_GROUP
+    for subject in _dicts(obj.get("subjects")):
+        if "apiGroup" not in subject or subject["apiGroup"] is None:
+            subject["apiGroup"] = "" if subject.get("kind") == "ServiceAccount" else RBAC_GROUP
+
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
 _BY_KIND: dict[tuple[str, str], Callable[[Obj], None]] = {
+    (RBAC_GROUP, "RoleBinding"): _rbac_binding,
+    (RBAC_GROUP, "ClusterRoleBinding"): _rbac_binding,
     ("", "Pod"): _pod,
     ("", "Service"): _service,
     ("", "Namespace"): _namespace,

@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonpatch
 import jsonpointer
+import orjson
 
 __all__ = ["PatchError", "json_patch", "merge_patch"]
 
@@ -20,11 +21,22 @@ class PatchError(ValueError):
     """The patch cannot be applied: malformed operations, a failed ``test``, or a bad path."""
 
 
+def _copy(value: Any) -> Any:
+    # An orjson round-trip copies JSON-shaped data several times faster than copy.deepcopy (a
+    # status patch on a Node copied the whole object with it, on every heartbeat).
+    if not isinstance(value, dict | list):
+        return value  # str, int, float, bool, None: immutable
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except TypeError:  # not JSON-shaped (e.g. an integer beyond 64 bits)
+        return copy.deepcopy(value)
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """Apply an RFC 7386 merge patch: objects merge recursively, ``null`` deletes, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return _copy(patch)
+    result = _copy(target) if isinstance(target, dict) else {}
     _merge_into(result, patch)
     return result
 
@@ -41,7 +53,7 @@ def _merge_into(target: dict[str, Any], patch: dict[str, Any]) -> None:
                 target[key] = existing
             _merge_into(existing, value)
         else:
-            target[key] = copy.deepcopy(value)
+            target[key] = _copy(value)
 
 
 def json_patch(target: Any, ops: Any) -> Any:

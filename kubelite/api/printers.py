@@ -505,6 +505,38 @@ def _lease_row(lease: Obj, now: datetime) -> list[Cell]:
     return [_meta(lease).get("name", ""), _spec(lease).get("holderIdentity") or "", _creation_age(lease, now)]
 
 
+def _serviceaccount_row(sa: Obj, now: datetime) -> list[Cell]:
+    secrets = sa.get("secrets")
+    return [_meta(sa).get("name", ""), len(secrets) if isinstance(secrets, list) else 0, _creation_age(sa, now)]
+
+
+def _role_row(role: Obj, now: datetime) -> list[Cell]:
+    # kubectl prints roles' creation time itself (RFC 3339, UTC), not an age.
+    created = parse_time(_meta(role).get("creationTimestamp"))
+    return [_meta(role).get("name", ""), created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if created else ""]
+
+
+def _binding_subjects(binding: Obj, kind: str) -> str:
+    names = []
+    for s in binding.get("subjects") or []:
+        if isinstance(s, dict) and s.get("kind") == kind:
+            ns = s.get("namespace") or ""
+            names.append(f"{ns}/{s.get('name', '')}" if kind == "ServiceAccount" else str(s.get("name", "")))
+    return ", ".join(names)
+
+
+def _binding_row(binding: Obj, now: datetime) -> list[Cell]:
+    ref = binding.get("roleRef") or {}
+    return [
+        _meta(binding).get("name", ""),
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        _creation_age(binding, now),
+        _binding_subjects(binding, "User"),
+        _binding_subjects(binding, "Group"),
+        _binding_subjects(binding, "ServiceAccount"),
+    ]
+
+
 def _default_row(obj: Obj, now: datetime) -> list[Cell]:
     return [_meta(obj).get("name", ""), _creation_age(obj, now)]
 
@@ -517,6 +549,16 @@ _WORKLOAD_WIDE = [
     _c("Containers", "Names of each container in the template.", priority=1),
     _c("Images", "Images referenced by each container in the template.", priority=1),
     _c("Selector", "Label query over pods that should match the replicas count.", priority=1),
+]
+
+_ROLE_COLUMNS = [_NAME, _c("Created At", "Time at which the object was created (metadata.creationTimestamp).", "date")]
+_BINDING_COLUMNS = [
+    _NAME,
+    _c("Role", "The role this binding grants (roleRef)."),
+    _AGE,
+    _c("Users", "Users in the binding.", priority=1),
+    _c("Groups", "Groups in the binding.", priority=1),
+    _c("ServiceAccounts", "ServiceAccounts in the binding.", priority=1),
 ]
 
 _PRINTERS: dict[str, tuple[list[ColumnDef], Callable[[Obj, datetime], list[Cell]]]] = {
@@ -660,6 +702,14 @@ _PRINTERS: dict[str, tuple[list[ColumnDef], Callable[[Obj, datetime], list[Cell]
         _pv_row,
     ),
     "leases": ([_NAME, _c("Holder", "The current holder of the lease."), _AGE], _lease_row),
+    "serviceaccounts": (
+        [_NAME, _c("Secrets", "Number of secrets of the service account.", "integer"), _AGE],
+        _serviceaccount_row,
+    ),
+    "roles": (_ROLE_COLUMNS, _role_row),
+    "clusterroles": (_ROLE_COLUMNS, _role_row),
+    "rolebindings": (_BINDING_COLUMNS, _binding_row),
+    "clusterrolebindings": (_BINDING_COLUMNS, _binding_row),
 }
 
 _DEFAULT: tuple[list[ColumnDef], Callable[[Obj, datetime], list[Cell]]] = ([_NAME, _AGE], _default_row)

@@ -88,6 +88,12 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("apps", "v1", "statefulsets", "StatefulSet", True, ("sts",), ("status", "scale"), _ALL,
                  "V1StatefulSet"),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, (), (), (), "V1Lease"),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), ("token",), (), "V1ServiceAccount"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role", True, (), (), (), "V1Role"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, (), (), (), "V1RoleBinding"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, (), (), (), "V1ClusterRole"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, (), (), (),
+                 "V1ClusterRoleBinding"),
 )
 
 GROUP_VERSIONS: tuple[tuple[str, str], ...] = tuple(

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from kubelite.api.quantity import QuantityError, parse_quantity
 from kubelite.api.registry import ResourceType
 
@@ -206,6 +208,19 @@ class _SchemaWalker:
             path, TYPE_INVALID,
             f"Invalid value: {_fmt(value)}: must be of type {expected}, not {_type_name(value)}",
         ))
+
+    def walk_changed(self, value: Obj, old: Obj, t: SchemaType) -> None:
+        """walk() of a whole object, skipping the top-level fields equal to those of ``old`` (valid)."""
+        schema = model_schema(t.model)
+        for key, sub in value.items():
+            ft = schema.fields.get(key)
+            if ft is None:
+                self.unknown.append(key)
+            elif sub is not None and not identical(sub, old.get(key, _ABSENT)):
+                self.walk(sub, ft, key)
+        for req in schema.required:
+            if value.get(req) is None:
+                self.errors.append(FieldError(req, REQUIRED, "Required value"))
 
     def walk(self, value: Any, t: SchemaType, path: str) -> None:
         if value is None:
@@ -1268,12 +1283,40 @@ def _validate_secret(e: _Errors, obj: Obj) -> None:
     for key in _SECRET_REQUIRED_KEYS.get(stype or "", ()):
         if key not in keys:
             e.required(f"data[{key}]")
+    json_key = _SECRET_JSON_KEYS.get(stype or "")
+    if json_key in keys:
+        _check_json_object(e, f"data[{json_key}]", _secret_value(data, string_data, json_key))
     if stype == "kubernetes.io/basic-auth" and not keys & {"username", "password"}:
         e.required("data[username]", "one of username or password is required")
     if stype == "kubernetes.io/service-account-token":
         ann = _dict(_dict(obj.get("metadata")).get("annotations"))
         if not ann.get("kubernetes.io/service-account.name"):
             e.required("metadata.annotations[kubernetes.io/service-account.name]")
+
+
+_SECRET_JSON_KEYS = {"kubernetes.io/dockercfg": ".dockercfg", "kubernetes.io/dockerconfigjson": ".dockerconfigjson"}
+
+
+def _secret_value(data: Obj, string_data: Obj, key: str) -> bytes | None:
+    """The bytes a Secret key will hold once stringData is merged (None if not decodable)."""
+    if isinstance(string_data.get(key), str):
+        return str(string_data[key]).encode()
+    try:
+        return base64.b64decode(data[key], validate=True) if isinstance(data.get(key), str) else None
+    except (binascii.Error, ValueError):
+        return None  # reported as illegal base64 already
+
+
+def _check_json_object(e: _Errors, path: str, raw: bytes | None) -> None:
+    if raw is None:
+        return
+    try:
+        ok = isinstance(json.loads(raw), dict)
+        detail = "must be a JSON object"
+    except ValueError as err:  # the decoder's message names a position, never the contents
+        ok, detail = False, f"invalid JSON: {err}"
+    if not ok:
+        e.invalid(path, "<secret contents redacted>", detail)
 
 
 def _validate_immutable_data(e: _Errors, obj: Obj, old: Obj, keys: tuple[str, ...]) -> None:
@@ -1477,16 +1520,117 @@ def _validate_pv_update(e: _Errors, obj: Obj, old: Obj) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# RBAC (pkg/apis/rbac/validation)
+
+Validator = Callable[[_Errors, Obj], None]
+UpdateValidator = Callable[[_Errors, Obj, Obj], None]
+
+_RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def _rbac_name(value: str) -> list[str]:
+    # RBAC names are path segments only ("system:discovery"); _validate_name checks that part.
+    return []
+
+
+def _validate_policy_rules(e: _Errors, rules: Any, *, namespaced: bool) -> None:
+    for i, rule in enumerate(_dicts(rules)):
+        p = f"rules[{i}]"
+        if not rule.get("verbs"):
+            e.required(f"{p}.verbs", "verbs must contain at least one value")
+        urls = rule.get("nonResourceURLs")
+        if urls:
+            if namespaced:
+                e.invalid(f"{p}.nonResourceURLs", urls, "namespaced rules cannot apply to non-resource URLs")
+            if rule.get("apiGroups") or rule.get("resources") or rule.get("resourceNames"):
+                e.invalid(f"{p}.nonResourceURLs", urls, "rules cannot apply to both regular resources and non-resource URLs")
+            continue
+        if not rule.get("apiGroups"):
+            e.required(f"{p}.apiGroups", "resource rules must supply at least one api group")
+        if not rule.get("resources"):
+            e.required(f"{p}.resources", "resource rules must supply at least one resource")
+
+
+def _validate_role(e: _Errors, obj: Obj) -> None:
+    _validate_policy_rules(e, obj.get("rules"), namespaced=True)
+
+
+def _validate_cluster_role(e: _Errors, obj: Obj) -> None:
+    _validate_policy_rules(e, obj.get("rules"), namespaced=False)
+    agg = obj.get("aggregationRule")
+    if isinstance(agg, dict):
+        selectors = agg.get("clusterRoleSelectors")
+        if not selectors:
+            e.required("aggregationRule.clusterRoleSelectors", "at least one clusterRoleSelector required if aggregationRule is non-nil")
+        for i, sel in enumerate(_dicts(selectors)):
+            validate_label_selector(e, sel, f"aggregationRule.clusterRoleSelectors[{i}]")
+
+
+def _validate_binding(e: _Errors, obj: Obj, *, namespaced: bool) -> None:
+    ref = _dict(obj.get("roleRef"))
+    # An empty apiGroup is what v1 defaulting fills with the RBAC group.
+    if ref.get("apiGroup") not in (None, "", _RBAC_GROUP):
+        e.not_supported("roleRef.apiGroup", ref.get("apiGroup"), (_RBAC_GROUP,))
+    kinds = ("Role", "ClusterRole") if namespaced else ("ClusterRole",)
+    e.enum("roleRef.kind", ref.get("kind"), kinds, required=True)
+    name = ref.get("name")
+    if not name:
+        e.required("roleRef.name")
+    else:
+        e.check("roleRef.name", name, is_path_segment_name(name))
+    for i, subject in enumerate(_dicts(obj.get("subjects"))):
+        p = f"subjects[{i}]"
+        sname, kind, group = subject.get("name"), subject.get("kind"), subject.get("apiGroup")
+        if not sname:
+            e.required(f"{p}.name")
+        if kind == "ServiceAccount":
+            if sname:
+                e.check(f"{p}.name", sname, is_dns1123_subdomain(sname))
+            if group:
+                e.not_supported(f"{p}.apiGroup", group, ("",))
+            if not namespaced and not subject.get("namespace"):
+                e.required(f"{p}.namespace")
+        elif kind in ("User", "Group"):
+            if group not in (None, "", _RBAC_GROUP):
+                e.not_supported(f"{p}.apiGroup", group, (_RBAC_GROUP,))
+        else:
+            e.not_supported(f"{p}.kind", kind, ("ServiceAccount", "User", "Group"))
+
+
+def _validate_role_binding(e: _Errors, obj: Obj) -> None:
+    _validate_binding(e, obj, namespaced=True)
+
+
+def _validate_cluster_role_binding(e: _Errors, obj: Obj) -> None:
+    _validate_binding(e, obj, namespaced=False)
+
+
+def _validate_binding_update(e: _Errors, obj: Obj, old: Obj) -> None:
+    if _dict(obj.get("roleRef")) != _dict(old.get("roleRef")):
+        e.invalid("roleRef", obj.get("roleRef"), "cannot change roleRef")
+
+
+_RBAC: dict[str, Validator] = {
+    "Role": _validate_role,
+    "ClusterRole": _validate_cluster_role,
+    "RoleBinding": _validate_role_binding,
+    "ClusterRoleBinding": _validate_cluster_role_binding,
+}
+_RBAC_UPDATE: dict[str, UpdateValidator] = {
+    "RoleBinding": _validate_binding_update,
+    "ClusterRoleBinding": _validate_binding_update,
+}
+
+
+# --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
 
 _NAME_FNS: dict[str, NameFn] = {
     "Namespace": is_dns1123_label,
     "Service": is_dns1035_label,  # Service names become DNS labels and env var prefixes
+    **dict.fromkeys(("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"), _rbac_name),
 }
-
-Validator = Callable[[_Errors, Obj], None]
-UpdateValidator = Callable[[_Errors, Obj, Obj], None]
 
 _CORE: dict[str, Validator] = {
     "Pod": _validate_pod,
@@ -1525,6 +1669,21 @@ def _dedupe(errors: list[FieldError]) -> list[FieldError]:
     return out
 
 
+_ABSENT = object()
+
+
+def identical(a: Any, b: Any) -> bool:
+    """Equal with the same JSON types all the way down (``1``, ``1.0`` and ``true`` differ)."""
+    if a is b:
+        return True
+    if a != b:
+        return False
+    try:
+        return orjson.dumps(a) == orjson.dumps(b)  # equal dicts in another key order count as different
+    except TypeError:
+        return False
+
+
 def _has_type_errors(rt: ResourceType, obj: Obj) -> bool:
     walker = _SchemaWalker()
     walker.walk(obj, SchemaType(MODEL, model=rt.model), "")
@@ -1537,13 +1696,21 @@ def validate(
     old: dict[str, Any] | None = None,
     *,
     options: ValidationOptions | None = None,
+    old_valid: bool = False,
 ) -> list[FieldError]:
-    """All the reasons ``obj`` (already defaulted) is not a valid ``rt``; ``old`` makes it an update."""
+    """All the reasons ``obj`` (already defaulted) is not a valid ``rt``; ``old`` makes it an update.
+
+    ``old_valid``: ``old`` is known to have passed this validation (the server stored it), so the
+    schema is checked only in the top-level fields that differ from it.
+    """
     e = _Errors(options or DEFAULT_OPTIONS)
     if not isinstance(obj, dict):
         return [FieldError("", TYPE_INVALID, f"Invalid value: {_fmt(obj)}: must be of type object")]
     walker = _SchemaWalker()
-    walker.walk(obj, SchemaType(MODEL, model=rt.model), "")
+    if old_valid and isinstance(old, dict):
+        walker.walk_changed(obj, old, SchemaType(MODEL, model=rt.model))
+    else:
+        walker.walk(obj, SchemaType(MODEL, model=rt.model), "")
     e.items.extend(walker.errors)
     # Past a type error the object cannot be decoded (Kubernetes answers 400 before validating);
     # stopping here also lets the semantic checks trust every present field's type.
@@ -1554,7 +1721,9 @@ def validate(
         _validate_workload(e, rt, obj)
     elif rt.group in ("", "coordination.k8s.io") and rt.kind in _CORE:
         _CORE[rt.kind](e, obj)
-    if isinstance(old, dict) and not _has_type_errors(rt, old):
+    elif rt.group == _RBAC_GROUP and rt.kind in _RBAC:
+        _RBAC[rt.kind](e, obj)
+    if isinstance(old, dict) and (old_valid or not _has_type_errors(rt, old)):
         # (A stored object that fails the schema predates these rules; comparing against it would
         # only produce noise, so such an update is judged on its own merits.)
         _validate_metadata_update(e, _dict(obj.get("metadata")), _dict(old.get("metadata")))
@@ -1562,4 +1731,6 @@ def validate(
             _validate_workload_update(e, rt, obj, old)
         elif rt.group == "" and rt.kind in _CORE_UPDATE:
             _CORE_UPDATE[rt.kind](e, obj, old)
+        elif rt.group == _RBAC_GROUP and rt.kind in _RBAC_UPDATE:
+            _RBAC_UPDATE[rt.kind](e, obj, old)
     return _dedupe(e.items)

@@ -36,6 +36,17 @@ from kubelite.apiserver import discovery, errors, openapi, proxy, ssa
 from kubelite.apiserver.config import ServerConfig
 from kubelite.apiserver.meta import Obj, deepcopy, meta
 from kubelite.apiserver.objects import DeleteOptions, ListOptions, ObjectStore, WriteOptions
+from kubelite.auth import (
+    ALL_UNAUTHENTICATED,
+    ANONYMOUS,
+    MASTERS,
+    Attributes,
+    AuthenticationError,
+    Authorizer,
+    Decision,
+    UserInfo,
+)
+from kubelite.auth.authn import INSECURE_USER, Authenticator
 from kubelite.storage import StorageError, Store, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -48,6 +59,7 @@ PATCH_TYPES = {
     "application/apply-patch+yaml": "apply",
 }
 BODY_TYPES = (JSON, "application/yaml")
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 @dataclass
@@ -91,12 +103,19 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _status_response(err: errors.StatusError) -> web.Response:
     status = err.to_status()
+    headers = {"Retry-After": str(err.retry_after)} if isinstance(err, errors.TooManyRequests) else None
     try:
-        return _json(status, status=err.code)
+        return _json(status, status=err.code, headers=headers)
     except TypeError:  # a message echoing invalid text (lone surrogates): say it without them
         status["message"] = status["message"].encode("utf-8", "replace").decode("utf-8")
         status.pop("details", None)
-        return _json(status, status=err.code)
+        return _json(status, status=err.code, headers=headers)
+
+
+# Answered without credentials (kube-apiserver's system:public-info-viewer paths).
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
+# The join flow authenticates itself with the join token (kubelite.auth.bootstrap).
+BOOTSTRAP_PATHS = frozenset({"/cacerts", "/kubelite/v1/node-credentials"})
 
 
 class Metrics:
@@ -128,6 +147,16 @@ class ApiServer:
         self.metrics = Metrics()
         self.ready = False
         self.stopping = asyncio.Event()
+        # Security (wired by server.start_server): PKI, who is asking, who may do what, limits.
+        self.pki: Any = None  # kubelite.auth.pki.ClusterPKI
+        self.authenticator = Authenticator()
+        self.authorizers: list[Authorizer] = []
+        self.bootstrap: Any = None  # kubelite.auth.bootstrap.NodeBootstrap
+        self.sa_tokens: Any = None  # kubelite.auth.serviceaccount.ServiceAccountTokens
+        self.rbac: Any = None  # kubelite.auth.rbac.RBACAuthorizer (escalation checks)
+        self.node_authz: Any = None  # kubelite.auth.node.NodeAuthorizer (NodeRestriction admission)
+        self.rate_limiter: Any = None  # kubelite.apiserver.limits.RateLimiter
+        self.watch_limiter: Any = None  # kubelite.apiserver.limits.WatchLimiter
 
     # ---- routing -----------------------------------------------------------------------------
 
@@ -151,6 +180,8 @@ class ApiServer:
             r.add_get(path, handler)
             r.add_get(path + "/", handler)
         r.add_get("/openapi/v3/{gv:.+}", self.openapi_v3_group)
+        r.add_get("/cacerts", self._bootstrap_cacerts)
+        r.add_post("/kubelite/v1/node-credentials", self._bootstrap_node_credentials)
         r.add_route("*", "/api/{tail:.+}", self.resource_handler)
         r.add_route("*", "/apis/{tail:.+}", self.resource_handler)
         return app
@@ -162,6 +193,12 @@ class ApiServer:
         start = time.perf_counter()
         labels = request.get("metric_labels") or ("", "", "")
         try:
+            await self._admit(request)
+            encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("identity", "") and request.body_exists:
+                raise errors.StatusError(
+                    415, "UnsupportedMediaType", f'request bodies must not be encoded; Content-Encoding "{encoding}" is not supported'
+                )
             resp = await handler(request)
         except errors.StatusError as e:
             resp = _status_response(e)
@@ -192,6 +229,85 @@ class ApiServer:
         self.metrics.requests.labels(*labels, str(resp.status)).inc()
         if not request.get("is_watch"):
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+        return resp
+
+    # ---- authentication, limits, authorization -------------------------------------------------
+
+    async def _admit(self, request: web.Request) -> None:
+        """Authenticate, rate-limit, and authorize non-resource paths (resource requests are
+        authorized in resource_handler, once the path is parsed)."""
+        if not request.secure:
+            # The insecure port listens on loopback only (server.start_server): development access.
+            request["user"] = INSECURE_USER
+            return
+        path = request.path
+        if path in BOOTSTRAP_PATHS:
+            # These check the join token themselves (it is a bearer token, but not an identity).
+            request["user"] = UserInfo(ANONYMOUS, (ALL_UNAUTHENTICATED,))
+            return
+        try:
+            user = await self.authenticator.authenticate(request)
+        except AuthenticationError as e:
+            raise errors.unauthorized(str(e)) from None
+        if user is None:
+            if request.method in ("GET", "HEAD") and path.rstrip("/") in PUBLIC_PATHS:
+                request["user"] = UserInfo(ANONYMOUS, (ALL_UNAUTHENTICATED,))
+                return
+            raise errors.unauthorized()
+        request["user"] = user
+        if self.rate_limiter is not None:
+            wait = self.rate_limiter.check(user)
+            if wait is not None:
+                raise errors.TooManyRequests(f'too many requests from "{user.name}", retry later', wait)
+        if not path.startswith(("/api/", "/apis/")):
+            await self.authorize(Attributes(user, request.method.lower(), False, path=path))
+
+    async def authorize(self, attrs: Attributes) -> None:
+        """Raise 403 unless some authorizer allows: masters always; then Node, then RBAC."""
+        if MASTERS in attrs.user.groups:
+            return
+        reason = ""
+        for authorizer in self.authorizers:
+            decision, why = await authorizer.authorize(attrs)
+            if decision is Decision.ALLOW:
+                return
+            if decision is Decision.DENY:
+                raise errors.forbidden(attrs, why)
+            reason = reason or why
+        raise errors.forbidden(attrs, reason)
+
+    async def _admit_body(self, request: web.Request, body: Any) -> None:
+        """NodeRestriction: what a node may write is decided by the body too (a Node it creates
+        must be itself, a token it asks for must be bound to one of its pods)."""
+        attrs: Attributes | None = request.get("attrs")
+        if attrs is None or self.node_authz is None or not isinstance(body, dict):
+            return
+        decision, why = await self.node_authz.admit(attrs, body)
+        if decision is Decision.DENY:
+            raise errors.forbidden(attrs, why)
+
+    def _no_escalation(self, request: web.Request, rt: ResourceType, new: Any, old: Obj | None) -> None:
+        """RBAC escalation prevention: a Role or binding may grant only what its writer holds
+        (or may "escalate"/"bind"), as in Kubernetes."""
+        if rt.group != RBAC_GROUP or self.rbac is None or not isinstance(new, dict):
+            return
+        why = self.rbac.escalation_error(request["user"], rt, new, old)
+        if why:
+            name = str(meta(new).get("name") or "")
+            raise errors.StatusError(
+                403, "Forbidden", f'{errors.qualified(rt)} "{name}" is forbidden: {why}', {"name": name, "group": rt.group, "kind": rt.plural}
+            )
+
+    async def _bootstrap_cacerts(self, request: web.Request) -> web.StreamResponse:
+        if self.bootstrap is None:
+            raise errors.StatusError(404, "NotFound", "this server has no cluster CA (insecure mode)")
+        resp: web.StreamResponse = await self.bootstrap.cacerts(request)
+        return resp
+
+    async def _bootstrap_node_credentials(self, request: web.Request) -> web.StreamResponse:
+        if self.bootstrap is None:
+            raise errors.StatusError(404, "NotFound", "this server has no cluster CA (insecure mode)")
+        resp: web.StreamResponse = await self.bootstrap.node_credentials(request)
         return resp
 
     # ---- non-resource endpoints ---------------------------------------------------------------
@@ -285,7 +401,9 @@ class ApiServer:
 
     async def resource_handler(self, request: web.Request) -> web.StreamResponse:
         group, version, rest = self._parse_path(request)
+        user: UserInfo = request["user"]
         if not rest:
+            await self.authorize(Attributes(user, request.method.lower(), False, path=request.path))
             if request.method != "GET":
                 raise errors.StatusError(405, "MethodNotAllowed", f"{request.method} is not allowed here")
             doc = discovery.resource_list(group, version)
@@ -308,6 +426,15 @@ class ApiServer:
             raise errors.StatusError(405, "MethodNotAllowed", f"method {method} is not supported")
         if verb in ("update", "patch") and t.name is None:
             raise errors.StatusError(405, "MethodNotAllowed", f"{method} needs an object name in the path")
+        # As in Kubernetes, a request on a namespace object is "in" that namespace for authorization
+        # (so a RoleBinding to view lets its subject read its own namespace).
+        in_namespace = t.name if t.rt.plural == "namespaces" and t.name else t.namespace
+        attrs = Attributes(
+            user, verb, True, t.rt.group, t.rt.version, t.rt.plural, t.subresource or "",
+            in_namespace or "", t.name or "", request.path,
+        )  # fmt: skip
+        await self.authorize(attrs)
+        request["attrs"] = attrs
         if t.rt.namespaced and t.namespace is None and verb in ("create",):
             raise errors.bad_request("a namespace is required to create a namespaced resource")
         if t.subresource is not None:
@@ -328,12 +455,17 @@ class ApiServer:
             return _json(listed)
         if verb == "watch":
             request["is_watch"] = True
-            return await self._watch(request, t)
+            if self.watch_limiter is None:
+                return await self._watch(request, t)
+            with self.watch_limiter.slot(user):  # 429 beyond --max-watches-per-user
+                return await self._watch(request, t)
         if verb == "create":
             if t.name is not None:
                 raise errors.StatusError(405, "MethodNotAllowed", "POST to a named object is not allowed")
             opts = self._write_options(request)
             obj = await self._read_body(request)
+            await self._admit_body(request, obj)
+            self._no_escalation(request, t.rt, obj, None)
             created = await self.objects.create(t.rt, t.namespace, obj, opts)
             return _json(created, 201, self._warning_headers(opts))
         assert t.name is not None or verb == "deletecollection"
@@ -341,6 +473,13 @@ class ApiServer:
             assert t.name is not None
             opts = self._write_options(request)
             obj = await self._read_body(request)
+            await self._admit_body(request, obj)
+            if t.rt.group == RBAC_GROUP:
+                try:
+                    old = await self.objects.get(t.rt, t.namespace, t.name)
+                except errors.StatusError:
+                    old = None  # objects.update answers the 404
+                self._no_escalation(request, t.rt, obj, old)
             return _json(await self.objects.update(t.rt, t.namespace, t.name, obj, None, opts), 200, self._warning_headers(opts))
         if verb == "patch":
             assert t.name is not None
@@ -364,6 +503,7 @@ class ApiServer:
             if verb == "update":
                 opts = self._write_options(request)
                 obj = await self._read_body(request)
+                await self._admit_body(request, obj)
                 return _json(await self.objects.update(t.rt, t.namespace, t.name, obj, "status", opts))
             if verb == "patch":
                 return await self._patch(request, t)
@@ -375,6 +515,11 @@ class ApiServer:
             return await proxy.pod_log(self, request, t)
         elif sub == "exec" and verb == "create":
             return await proxy.pod_exec(self, request, t)
+        elif sub == "token" and verb == "create" and self.sa_tokens is not None:
+            from kubelite.auth.serviceaccount import token_request
+
+            await self._admit_body(request, await self._read_body(request))  # (the body stays readable)
+            return await token_request(self, request, t)
         raise errors.StatusError(405, "MethodNotAllowed", f"{request.method} is not supported on {t.rt.plural}/{sub}")
 
     # ---- request parsing ---------------------------------------------------------------------
@@ -515,7 +660,12 @@ class ApiServer:
             except (api_patch.PatchError, strategic.StrategicPatchError) as e:
                 raise errors.StatusError(422, "Invalid", f"the patch could not be applied: {e}") from None
 
-        result = await self.objects.patch(rt, t.namespace, t.name, apply, t.subresource, opts)
+        def guarded(old: Obj) -> Obj:
+            new = apply(old)
+            self._no_escalation(request, rt, new, old)
+            return new
+
+        result = await self.objects.patch(rt, t.namespace, t.name, guarded, t.subresource, opts)
         return _json(result, 200, self._warning_headers(opts))
 
     async def _server_side_apply(self, request: web.Request, t: Target, body: Any, opts: WriteOptions) -> web.Response:
@@ -543,17 +693,19 @@ class ApiServer:
         manager = opts.field_manager
         for _attempt in range(3):
             try:
-                result = await self.objects.patch(
-                    rt, t.namespace, name,
-                    lambda live: ssa.apply(rt, live, deepcopy(body), manager, force, t.subresource),
-                    t.subresource, opts,
-                )  # fmt: skip
+                def applied(live: Obj) -> Obj:
+                    new = ssa.apply(rt, live, deepcopy(body), manager, force, t.subresource)
+                    self._no_escalation(request, rt, new, live)
+                    return new
+
+                result = await self.objects.patch(rt, t.namespace, name, applied, t.subresource, opts)
                 return _json(result, 200, self._warning_headers(opts))
             except errors.StatusError as e:
                 if e.code != 404 or t.subresource:
                     raise
             obj = ssa.apply(rt, None, deepcopy(body), manager, force)
             meta(obj)["name"] = name
+            self._no_escalation(request, rt, obj, None)
             try:
                 created = await self.objects.create(rt, t.namespace, obj, opts)
             except errors.StatusError as e:
@@ -674,29 +826,57 @@ class ApiServer:
         counter = self.metrics.watches.labels(t.rt.plural)
         table = wants_table(request)
         include = q.get("includeObject", "PartialObjectMetadata")
+        from kubelite.apiserver.limits import WatchBuffer
 
-        async def pump() -> None:
+        # Events go to a buffer drained by a writer task, never straight to the socket: a client
+        # that stops reading then costs at most watch_buffer_bytes, where an inline write would
+        # stall the pump and leave the store watch queueing whole objects for it.
+        out = WatchBuffer(resp.write, self.config.watch_buffer_bytes)
+
+        async def pump() -> bool:
+            """Queue every event; False once the client has fallen too far behind."""
             async for event in events:
                 if table and event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                     obj = event["object"]
                     event = {**event, "object": to_table(t.rt, [obj], {"resourceVersion": meta(obj).get("resourceVersion", "")}, include)}
-                await resp.write(orjson.dumps(event) + b"\n")
+                if not await out.send(orjson.dumps(event) + b"\n"):
+                    return False
                 counter.inc()
+            out.finish()
+            return True
 
-        # A watch ends when its stream ends, its client goes, or the server stops (clients re-watch).
+        # A watch ends when its stream ends (after the client has what was queued), its client
+        # goes or falls too far behind, or the server stops (clients re-watch).
         streaming = asyncio.ensure_future(pump())
+        writing = asyncio.ensure_future(out.run())
         stopping = asyncio.ensure_future(self.stopping.wait())
+        overflowed = False
         try:
-            await asyncio.wait({streaming, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if streaming.done():
-                streaming.result()
+            done, _ = await asyncio.wait({streaming, writing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if streaming in done:
+                overflowed = not streaming.result()
+                if not overflowed:
+                    await asyncio.wait({writing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if writing.done():
+                writing.result()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
-            for task in (streaming, stopping):
+            for task in (streaming, writing, stopping):
                 task.cancel()
-            await asyncio.gather(streaming, stopping, return_exceptions=True)
-            await events.aclose()  # type: ignore[attr-defined]
+            await asyncio.gather(streaming, writing, stopping, return_exceptions=True)
+            await events.aclose()  # type: ignore[attr-defined]  # closes the store watch
+        if overflowed:
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            log.warning(
+                "dropping watch on %s%s from %s: the client stopped reading (%d bytes queued, limit %d)",
+                errors.qualified(t.rt), f" in namespace {t.namespace}" if t.namespace else "",
+                peer or request.remote, out.pending, out.limit,
+            )  # fmt: skip
+            # Like kube-apiserver, close the connection: the stalled socket could not take the
+            # end of the chunked stream anyway, and abort() frees what the transport buffers.
+            if request.transport is not None:
+                request.transport.abort()
         return resp
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -21,6 +21,28 @@ class ServerConfig:
     bookmark_interval: float = 10.0
     # Longest watch a client may hold before the server ends it (clients re-watch from the last RV).
     max_watch_seconds: int = 1800
+    # Security (see docs/security.md). TLS with authentication is always on `port`; plain HTTP
+    # without authentication only on `insecure_port` (loopback only, 0 = off), for development.
+    insecure_port: int = 0
+    tls_dir: Path | None = None  # CA, serving and client certificates; default <data_dir>/tls
+    tls_sans: tuple[str, ...] = ()
+    # The address pods reach this server at (the kubernetes Service's Endpoints); default: the
+    # --bind-address, or with 0.0.0.0 the default route's source address; none for loopback.
+    advertise_address: str = ""  # extra names/IPs for the serving certificate (every master's)
+    join_token: str = ""  # the cluster join token's secret; default: generated into <data_dir>/token
+    encryption_provider_config: Path | None = None  # EncryptionConfiguration for Secrets at rest
+    # Abuse limits, per authenticated user (0 = unlimited). system:masters is exempt from the rate.
+    rate_limit_qps: float = 0.0
+    rate_limit_burst: int = 0
+    max_watches_per_user: int = 0
+    # A watch whose client stops reading is dropped once this many bytes wait for it.
+    watch_buffer_bytes: int = 16 * 1024 * 1024
+    service_account_issuer: str = "https://kubernetes.default.svc.cluster.local"
+    extra_sa_audiences: list[str] = field(default_factory=list)
+
+    @property
+    def tls_path(self) -> Path:
+        return self.tls_dir or self.data_dir / "tls"
 
     @property
     def store_url(self) -> str:

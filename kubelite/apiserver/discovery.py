@@ -12,6 +12,7 @@ _SUBRESOURCE_VERBS = {
     "binding": ["create"],
     "log": ["get"],
     "exec": ["create"],  # POST only: no SPDY/WebSocket upgrade (kubelite.apiserver.proxy)
+    "token": ["create"],  # TokenRequest (kubelite.auth.serviceaccount)
 }
 
 
@@ -69,6 +70,8 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
                 item["kind"] = "Binding"
             elif sub == "log":
                 item["kind"] = "Pod"
+            elif sub == "token":
+                item.update({"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"})
             resources.append(item)
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}

@@ -82,3 +82,37 @@ def invalid(rt: ResourceType, name: str, causes: list[dict[str, str]]) -> Status
 
 def gone(message: str) -> StatusError:
     return StatusError(410, "Expired", message)
+
+
+def unauthorized(why: str = "") -> StatusError:
+    return StatusError(401, "Unauthorized", f"Unauthorized: {why}" if why else "Unauthorized")
+
+
+def forbidden(attrs: Any, why: str = "") -> StatusError:
+    """kube-apiserver's 403 wording, e.g. ``pods "x" is forbidden: User "u" cannot get resource "pods"
+    in API group "" in the namespace "ns"``; ``attrs`` is a kubelite.auth.Attributes."""
+    user = attrs.user.name
+    suffix = f": {why}" if why else ""
+    if not attrs.resource_request:
+        return StatusError(403, "Forbidden", f'forbidden: User "{user}" cannot {attrs.verb} path "{attrs.path}"{suffix}')
+    res = attrs.resource + (f"/{attrs.subresource}" if attrs.subresource else "")
+    qualified_res = f"{attrs.resource}.{attrs.api_group}" if attrs.api_group else attrs.resource
+    what = f'{qualified_res} "{attrs.name}"' if attrs.name else qualified_res
+    where = f' in the namespace "{attrs.namespace}"' if attrs.namespace else ""
+    details: dict[str, Any] = {"name": attrs.name, "kind": attrs.resource}
+    if attrs.api_group:
+        details["group"] = attrs.api_group
+    return StatusError(
+        403,
+        "Forbidden",
+        f'{what} is forbidden: User "{user}" cannot {attrs.verb} resource "{res}" in API group "{attrs.api_group}"{where}{suffix}',
+        details,
+    )
+
+
+class TooManyRequests(StatusError):
+    """429 with a Retry-After header (rate limit, too many watches)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(429, "TooManyRequests", message, {"retryAfterSeconds": max(1, int(retry_after + 0.999))})
+        self.retry_after = max(1, int(retry_after + 0.999))

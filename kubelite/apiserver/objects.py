@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 NAMESPACES = resource("", "namespaces")
 PODS = resource("", "pods")
 SERVICES = resource("", "services")
+SERVICEACCOUNTS = resource("", "serviceaccounts")
+CONFIGMAPS = resource("", "configmaps")
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 MODIFIED_MESSAGE = "the object has been modified; please apply your changes to the latest version and try again"
@@ -124,6 +126,12 @@ class ObjectStore:
         self.service_ips = ServiceIPAllocator(store, config.service_cidr)
         self.node_ports = NodePortAllocator(store, *config.node_port_range)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Pod admission hook (kubelite.auth.serviceaccount.admit_pod), set when security is on.
+        self.admit_pod: Any = None
+        self.root_ca_pem = ""  # the cluster CA, published in every namespace as kube-root-ca.crt
+        # key -> revision of the version this server validated and stored: an update of that
+        # version re-checks the schema only where it changes (api_validation.validate(old_valid=)).
+        self._validated: dict[str, int] = {}
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -199,6 +207,8 @@ class ObjectStore:
             obj.pop("status", None)
         if rt is PODS:
             obj["status"] = {"phase": "Pending"}
+            if self.admit_pod is not None:
+                self.admit_pod(obj)  # ServiceAccount admission: default SA, token volume
         self._handle_unknown(rt, obj, opts)
         api_defaults.apply_defaults(rt, obj)
         if not opts.apply:
@@ -212,6 +222,7 @@ class ObjectStore:
             if opts.dry_run:
                 return self._typed(rt, obj)
             revision = await self.store.create(rt.key(namespace, name), encode(obj))
+            self._validated[rt.key(namespace, name)] = revision
         except KeyExistsError:
             await self._release(allocated)
             raise errors.already_exists(rt, name) from None
@@ -219,7 +230,23 @@ class ObjectStore:
             await self._release(allocated)
             raise
         m["resourceVersion"] = str(revision)
+        if rt is NAMESPACES:
+            await self._namespace_defaults(name)
         return self._typed(rt, obj)
+
+    async def _namespace_defaults(self, namespace: str) -> None:
+        """Every namespace has a "default" ServiceAccount and the kube-root-ca.crt ConfigMap from its
+        first moment, so a pod created right after its namespace can mount its token volume (the
+        serviceaccount controller restores them if they are deleted later)."""
+        wanted: list[tuple[ResourceType, Obj]] = [(SERVICEACCOUNTS, {"metadata": {"name": "default"}})]
+        if self.root_ca_pem:
+            wanted.append((CONFIGMAPS, {"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": self.root_ca_pem}}))
+        for rt, obj in wanted:
+            try:
+                await self.create(rt, namespace, obj)
+            except errors.StatusError as e:
+                if e.code != 409:
+                    log.warning("cannot create %s in %s: %s", rt.kind, namespace, e.message)
 
     # ---- update ------------------------------------------------------------------------------
 
@@ -337,7 +364,7 @@ class ObjectStore:
                 ssa.record_update(rt, old, new, opts.field_manager, subresource)
             if rt is SERVICES:
                 _carry_service_allocations(old, new)
-            self._validate(rt, new, None if internal else old)
+            self._validate(rt, new, None if internal else old, self._validated.get(key) == kv.mod_revision)
             if spec_part(new) != spec_part(old):
                 meta(new)["generation"] = int(meta(old).get("generation") or 1) + 1
             if new == old:
@@ -351,9 +378,11 @@ class ObjectStore:
             try:
                 if finalize:
                     revision, _ = await self.store.delete(key, kv.mod_revision)
+                    self._validated.pop(key, None)
                     await self._after_delete(rt, new)
                 else:
                     revision = await self.store.update(key, encode(new), kv.mod_revision)
+                    self._validated[key] = revision
             except RevisionMismatchError as e:
                 await self._release(allocated)
                 kv = e.current
@@ -419,6 +448,7 @@ class ObjectStore:
             try:
                 if updated is None:
                     await self.store.delete(key, kv.mod_revision)
+                    self._validated.pop(key, None)
                     await self._after_delete(rt, obj)
                     return self._typed(rt, obj), True
                 if updated == obj:
@@ -529,6 +559,7 @@ class ObjectStore:
             if not meta(ns).get("finalizers"):
                 try:
                     await self.store.delete(key, kv.mod_revision)
+                    self._validated.pop(key, None)
                 except (RevisionMismatchError, KeyNotFoundError):
                     self._spawn(self._finalize_namespace(name))
 
@@ -649,8 +680,8 @@ class ObjectStore:
         if opts.field_validation != "Ignore":
             opts.warnings.extend(f'unknown field "{p}"' for p in unknown)
 
-    def _validate(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
-        problems = api_validation.validate(rt, obj, old)
+    def _validate(self, rt: ResourceType, obj: Obj, old: Obj | None, old_valid: bool = False) -> None:
+        problems = api_validation.validate(rt, obj, old, old_valid=old_valid)
         if problems:
             name = str(meta(obj).get("name") or "")
             causes = [{"reason": p.type, "message": p.message, "field": p.field} for p in problems]

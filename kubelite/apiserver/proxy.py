@@ -11,12 +11,19 @@ an agent error keeps its code, with the agent's text as the message.
 
 ``exec`` is a plain POST here (``?command=..&command=..``), answered with the agent's JSON-lines
 protocol. kubectl's exec needs a SPDY/WebSocket upgrade, which kubelite does not support: use
-``kubelite exec``. The agent endpoint is plain HTTP with no authentication yet.
+``kubelite exec``.
+
+The Node's ``kubelite.io/agent-scheme`` annotation says how to dial the agent. ``https`` (an agent
+with bootstrapped node credentials): TLS, the agent's serving certificate verified against the
+cluster CA (its SANs hold the node's addresses), and the API server presents its
+``kube-apiserver-kubelet-client`` certificate, the only identity the agent serves. Otherwise
+(agents of a development cluster on the insecure port) plain HTTP without authentication.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -37,6 +44,8 @@ _NODES = by_path("", "v1", "nodes")
 assert _NODES is not None
 NODES = _NODES
 
+# Written by the agent (kubelite.agent.node.AGENT_SCHEME_ANNOTATION); the API server does not import agent code.
+AGENT_SCHEME_ANNOTATION = "kubelite.io/agent-scheme"
 LOG_PARAMS = ("follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes")
 _CONNECT_TIMEOUT = 5.0
 
@@ -62,7 +71,8 @@ def pick_container(pod: Obj, requested: str | None) -> str:
     )
 
 
-async def _agent_url(api: ApiServer, pod: Obj) -> str:
+async def _agent_url(api: ApiServer, pod: Obj) -> tuple[str, ssl.SSLContext | None]:
+    """The agent's base URL, and the TLS context to dial it with when it serves HTTPS."""
     node_name = (pod.get("spec") or {}).get("nodeName")
     name = pod["metadata"]["name"]
     if not node_name:
@@ -81,16 +91,28 @@ async def _agent_url(api: ApiServer, pod: Obj) -> str:
         raise errors.StatusError(503, "ServiceUnavailable", f'node "{node_name}" publishes no agent endpoint')
     if ":" in str(host):
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(AGENT_SCHEME_ANNOTATION) != "https":
+        return f"http://{host}:{port}", None
+    pki = getattr(api, "pki", None)
+    if pki is None:
+        raise errors.StatusError(
+            503, "ServiceUnavailable",
+            f'the agent on node "{node_name}" serves HTTPS but this API server has no kubelet client certificate')
+    # Built per request: logs/exec are rare, and a certificate rotated on disk is picked up by a restart.
+    return f"https://{host}:{port}", pki.client_ssl_context(pki.kubelet_client)
 
 
 async def _forward(
-    request: web.Request, method: str, url: str, params: list[tuple[str, str]], content_type: str, node: str
+    request: web.Request, method: str, agent: tuple[str, ssl.SSLContext | None], path: str,
+    params: list[tuple[str, str]], content_type: str, node: str
 ) -> web.StreamResponse:
+    base, tls = agent
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         try:
-            upstream = await session.request(method, url, params=params)
+            upstream = await session.request(method, base + path, params=params,
+                                             ssl=tls if tls is not None else True)
         except (aiohttp.ClientError, OSError) as e:
             raise errors.StatusError(
                 503, "ServiceUnavailable", f'cannot reach the agent on node "{node}": {e}'
@@ -121,10 +143,10 @@ async def pod_log(api: ApiServer, request: web.Request, t: Target) -> web.Stream
     assert t.name is not None
     pod = await api.objects.get(t.rt, t.namespace, t.name)
     container = pick_container(pod, request.query.get("container"))
-    base = await _agent_url(api, pod)
+    agent = await _agent_url(api, pod)
     params = [(k, request.query[k]) for k in LOG_PARAMS if k in request.query]
     node = str(pod["spec"]["nodeName"])
-    return await _forward(request, "GET", base + _path("containerLogs", pod, container), params,
+    return await _forward(request, "GET", agent, _path("containerLogs", pod, container), params,
                           "text/plain; charset=utf-8", node)
 
 
@@ -138,9 +160,9 @@ async def pod_exec(api: ApiServer, request: web.Request, t: Target) -> web.Strea
         raise errors.bad_request("you must specify at least one command for the container")
     if request.headers.get("Upgrade"):
         raise errors.bad_request("exec with a SPDY/WebSocket upgrade (kubectl exec) is not supported; use kubelite exec")
-    base = await _agent_url(api, pod)
+    agent = await _agent_url(api, pod)
     params = [("command", c) for c in command]
     if request.query.get("timeout"):
         params.append(("timeout", request.query["timeout"]))
     node = str(pod["spec"]["nodeName"])
-    return await _forward(request, "POST", base + _path("exec", pod, container), params, "application/x-ndjson", node)
+    return await _forward(request, "POST", agent, _path("exec", pod, container), params, "application/x-ndjson", node)

@@ -26,6 +26,7 @@ import orjson
 
 from kubelite.api import strategic
 from kubelite.api.registry import ResourceType
+from kubelite.api.validation import identical
 from kubelite.apiserver import errors
 from kubelite.apiserver.meta import Obj, deepcopy, meta, rfc3339
 
@@ -234,26 +235,75 @@ def record_update(rt: ResourceType, old: Obj | None, new: Obj, manager: str, sub
         entries = deepcopy({"e": old_entries or []})["e"]
     else:
         entries = _validated_entries(incoming)
-    new_values = field_values(rt, new, subresource)
-    old_values = field_values(rt, old, subresource) if old is not None else {}
+    # Only the fields that differ can change ownership: a heartbeat that moves one timestamp walks
+    # that field, not the whole object, and decodes no entry that does not own it.
+    new_part, old_part = _differing(rt, new, old) if old is not None else (new, {})
+    new_values = field_values(rt, new_part, subresource)
+    old_values = field_values(rt, old_part, subresource)
     changed = {p for p, v in new_values.items() if not _same(old_values.get(p, _MISSING), v)}
     gone = set(old_values) - set(new_values)
+    touched = changed | gone
     mine = (manager or "unknown", "Update", subresource or "")
     for entry in entries:
-        owned = decode_fields(entry.get("fieldsV1"))
-        kept = owned - gone if _entry_key(entry) == mine else owned - gone - changed
+        fields = entry.get("fieldsV1")
+        is_mine = _entry_key(entry) == mine
+        if not any(_owns(fields, p) for p in (gone if is_mine else touched)):
+            continue  # kept == owned
+        owned = decode_fields(fields)
+        kept = owned - gone if is_mine else owned - gone - changed
         if kept != owned:
             _set_fields(entry, kept)
     entries = [e for e in entries if e.get("fieldsV1")]
     mine_entry = next((e for e in entries if _entry_key(e) == mine), None)
     if changed:
-        owned = decode_fields(mine_entry.get("fieldsV1")) if mine_entry else set()
-        if not changed <= owned:
+        mine_fields = mine_entry.get("fieldsV1") if mine_entry else None
+        if not all(_owns(mine_fields, p) for p in changed):
+            owned = decode_fields(mine_fields) if mine_entry else set()
             _set_entry(entries, rt, mine[0], "Update", subresource, owned | changed)
     if entries:
         nm["managedFields"] = entries
     else:
         nm.pop("managedFields", None)
+
+
+def _differing(rt: ResourceType, new: Obj, old: Obj) -> tuple[Obj, Obj]:
+    """``new`` and ``old`` cut down to the fields whose values differ: top-level fields, and inside
+    metadata and struct-typed top-level fields (status) the fields one level down.
+
+    field_values() paths are rooted at those fields, so the paths of an identical field are the same
+    on both sides with the same values: they can be neither changed nor gone.
+    """
+    new_part: Obj = {}
+    old_part: Obj = {}
+    for key in new.keys() | old.keys():
+        nv, ov = new.get(key, _MISSING), old.get(key, _MISSING)
+        if identical(nv, ov):
+            continue
+        if isinstance(nv, dict) and isinstance(ov, dict) and (
+            key == "metadata" or (nv and ov and not _is_map(strategic._field(rt.model or None, key).type_name))
+        ):
+            # metadata is walked without a "." member of its own; a struct's fields are walked one
+            # by one while it is not empty (an empty one would be a leaf: keep it whole then).
+            new_sub = {k: v for k, v in nv.items() if not identical(v, ov.get(k, _MISSING))}
+            old_sub = {k: v for k, v in ov.items() if not identical(v, nv.get(k, _MISSING))}
+            if key == "metadata" or (new_sub and old_sub):
+                new_part[key], old_part[key] = new_sub, old_sub
+                continue
+        if nv is not _MISSING:
+            new_part[key] = nv
+        if ov is not _MISSING:
+            old_part[key] = ov
+    return new_part, old_part
+
+
+def _owns(fields: Any, path: Path) -> bool:
+    """Whether ``path`` is in ``decode_fields(fields)``, without decoding the whole trie."""
+    node = fields
+    for element in path:
+        if not isinstance(node, dict) or element not in node:
+            return False
+        node = node[element]
+    return bool(path) and (not isinstance(node, dict) or not node)
 
 
 def _strip_nulls(value: Any) -> Any:

@@ -44,6 +44,7 @@ app.add_typer(importlib.import_module("kubelite.cli.exec").app)
 app.add_typer(importlib.import_module("kubelite.cli.image").app)
 app.add_typer(importlib.import_module("kubelite.cli.datastore").app)
 app.add_typer(importlib.import_module("kubelite.cli.cluster").app)
+app.add_typer(importlib.import_module("kubelite.cli.certs").app)
 
 
 @app.command("version")

@@ -53,7 +53,11 @@ def agent(
     network_sync_period: Annotated[
         float, _opt("NETWORK_SYNC_PERIOD", "Seconds between checks that repair routes and proxy rules")
     ] = 10.0,
-    kubeconfig: Annotated[Path | None, _opt("KUBECONFIG", "Kubeconfig (instead of --server)")] = None,
+    kubeconfig: Annotated[
+        Path | None, _opt("KUBECONFIG", "Kubeconfig (instead of --server, or instead of joining with --token)")
+    ] = None,
+    token: Annotated[str, _opt("TOKEN", "Cluster join token (K10...) for an https --server")] = "",
+    token_file: Annotated[Path | None, _opt("TOKEN_FILE", "File holding the cluster join token")] = None,
     log_level: Annotated[str, _opt("LOG_LEVEL")] = "info",
 ) -> None:
     """Run the node agent: register this node and run the pods bound to it."""
@@ -66,6 +70,8 @@ def agent(
         parse_taints,
     )
     from kubelite.agent.agent import Agent
+    from kubelite.agent.bootstrap import BootstrapError, ensure_node_credentials, node_tls_files
+    from kubelite.agent.httpserver import agent_ssl_context
     from kubelite.agent.node import detect_node_ip, host_capacity
     from kubelite.agent.runtime import RuntimeFailure
     from kubelite.agent.runtimes import UnknownRuntimeError, check_runtime
@@ -93,10 +99,25 @@ def agent(
     if hollow_count and runtime != "fake":
         fail(f"hollow nodes use the fake runtime, not {runtime!r} (use --runtime fake)")
     servers = [s.strip().rstrip("/") for s in server.split(",") if s.strip()]
+    join_token = _join_token(token, token_file)
+    # An explicit kubeconfig wins; https servers are joined with the token (node credentials);
+    # plain http servers (the development insecure port) need no credentials.
+    https = [s for s in servers if s.lower().startswith("https://")]
+    join = kubeconfig is None and bool(https)
+    if join:
+        if len(https) != len(servers):
+            fail("--server mixes http and https URLs; use one scheme")
+        if not join_token:
+            fail(f"--server {https[0]} is https: pass the cluster join token (--token or --token-file) or --kubeconfig")
+        if hollow_count:
+            fail("hollow nodes cannot join with a token (each would need its own credential); use --kubeconfig")
     try:
-        config = ClientConfig(servers=servers) if servers else load_kubeconfig(str(kubeconfig) if kubeconfig else None)
+        if kubeconfig is not None or not servers:
+            config = load_kubeconfig(str(kubeconfig) if kubeconfig else None)
+        else:
+            config = ClientConfig(servers=servers)  # when joining: replaced by the node's credentials below
     except KubeconfigError as e:
-        fail(f"no --server given and {e}")
+        fail(str(e) if kubeconfig is not None else f"no --server given and {e}")
     hollow = hollow_count > 0
     host_cpu, host_memory = ("4", "8Gi") if hollow else host_capacity()
     node_config = NodeConfig(
@@ -131,6 +152,17 @@ def agent(
     if not hollow:
         node_config.ephemeral_storage = f"{shutil.disk_usage(data_dir).total // 1024}Ki"
         node_config.runtime_version = str(getattr(rt, "version", node_config.runtime_version))
+    agent_tls = None
+    if join:
+        try:
+            config = asyncio.run(
+                ensure_node_credentials(data_dir, servers, join_token, node_name, [node_config.node_ip]))
+            files = node_tls_files(data_dir)
+            agent_tls = agent_ssl_context(files.serving_cert, files.serving_key, files.ca)
+        except BootstrapError as e:
+            fail(str(e))
+        except (OSError, ValueError) as e:
+            fail(f"cannot use the node credentials in {data_dir}: {e}")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -151,7 +183,7 @@ def agent(
                 finally:
                     await nodes.stop()
             else:
-                single = Agent(client, node_config, rt, network=network)
+                single = Agent(client, node_config, rt, network=network, agent_tls=agent_tls)
                 await single.start()
                 try:
                     await stop.wait()
@@ -165,6 +197,21 @@ def agent(
             from kubelite.cli.common import format_error
 
             fail(format_error(e))
+
+
+def _join_token(token: str, token_file: Path | None) -> str:
+    """The join token from --token or --token-file (one of them at most)."""
+    if token and token_file is not None:
+        fail("give --token or --token-file, not both")
+    if token_file is None:
+        return token.strip()
+    try:
+        value = token_file.read_text().strip()
+    except OSError as e:
+        fail(f"cannot read --token-file {token_file}: {e.strerror or e}")
+    if not value:
+        fail(f"--token-file {token_file} is empty")
+    return value
 
 
 def _network_config(

@@ -130,7 +130,7 @@ def kubeconfig(
     name: NameArg,
     path: Annotated[bool, typer.Option("--path", help="Print the file's path instead of its content.")] = False,
 ) -> None:
-    """Print the cluster's kubeconfig (for kubelite and kubectl)."""
+    """Print the cluster's admin kubeconfig (https; it holds the admin client key: keep it private)."""
     from kubelite.provision.state import ClusterState
 
     state = ClusterState(name)
@@ -143,20 +143,30 @@ def kubeconfig(
 def test(ctx: typer.Context, name: NameArg) -> None:
     """Run the testinfra suite (tests/infra) against the cluster's machines (extra arguments go to pytest).
 
-    Writes a readable summary to <state dir>/infra-report.txt and JUnit XML to <state dir>/infra-report.xml.
+    The suite adds a worker during the run (add-node, then remove-node); on an ssh cluster, whose
+    provider cannot create machines, that step is left out (--no-add-node). Writes a readable summary
+    to <state dir>/infra-report.txt and JUnit XML to <state dir>/infra-report.xml.
     """
+    from kubelite.provision.errors import ProvisionError
     from kubelite.provision.state import ClusterState
     from kubelite.provision.templates import checkout_dir
 
     state = ClusterState(name)
     if not state.exists:
         fail(f"no cluster named {name!r}")
+    try:
+        provider = state.load_spec().provider
+    except ProvisionError as e:
+        fail(str(e))
     suite = checkout_dir() / "tests" / "infra"
     if not any(suite.glob("test_*.py")):
         fail(f"no testinfra tests in {suite}")
     # The suite reads machines, roles, key and kubeconfig from the state dir itself (tests/infra/conftest.py).
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--cluster={name}",
             f"--junitxml={state.dir / 'infra-report.xml'}", *ctx.args]  # fmt: skip
+    if provider == "ssh" and "--no-add-node" not in ctx.args:
+        typer.echo("ssh hosts: no node is added during the run (--no-add-node)", err=True)
+        argv.append("--no-add-node")
     if not any("tests/infra" in a for a in ctx.args):  # a selection of the suite's files, else all of it
         argv.append(str(suite))
     env = {**os.environ, "KUBECONFIG": str(state.kubeconfig)}

@@ -56,7 +56,7 @@ def _store(data_dir: Path) -> ImageStore:
 
 @app.command("build")
 def build(
-    name: Annotated[str, typer.Argument(help="What to build: busybox.")],
+    name: Annotated[str, typer.Argument(help="What to build: busybox, busybox-openssl (busybox plus an openssl client for in-cluster HTTPS).")],
     tag: Annotated[str | None, typer.Option("--tag", "-t", help="The image name (default: NAME:latest).")] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write an OCI layout tar here (default: NAME.tar).")

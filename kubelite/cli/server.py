@@ -28,7 +28,38 @@ def server(
         Path, typer.Option(envvar="KUBELITE_DATA_DIR", help="State, kubeconfig and certificates")
     ] = Path("/var/lib/kubelite/server"),
     bind_address: Annotated[str, typer.Option(envvar="KUBELITE_BIND_ADDRESS")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="KUBELITE_PORT")] = 6443,
+    port: Annotated[int, typer.Option(envvar="KUBELITE_PORT", help="HTTPS port (TLS and authentication always on)")] = 6443,
+    insecure_port: Annotated[
+        int,
+        typer.Option(envvar="KUBELITE_INSECURE_PORT", help="Plain HTTP WITHOUT authentication on 127.0.0.1:<port>, for local development (0 = off)"),
+    ] = 0,
+    tls_san: Annotated[
+        list[str] | None,
+        typer.Option(envvar="KUBELITE_TLS_SAN", help="Extra name or IP for the serving certificate (repeat, or comma-separated)"),
+    ] = None,
+    advertise_address: Annotated[
+        str,
+        typer.Option(envvar="KUBELITE_ADVERTISE_ADDRESS", help="Address in-cluster clients use (the kubernetes Service endpoints; default from --bind-address)"),
+    ] = "",
+    token: Annotated[
+        str,
+        typer.Option(envvar="KUBELITE_TOKEN", help="The cluster join token's secret (default: generated into <data-dir>/token)", show_default=False),
+    ] = "",
+    encryption_provider_config: Annotated[
+        Path | None,
+        typer.Option(envvar="KUBELITE_ENCRYPTION_PROVIDER_CONFIG", help="EncryptionConfiguration file: encrypt Secrets at rest (off by default)"),
+    ] = None,
+    rate_limit_qps: Annotated[
+        float, typer.Option(envvar="KUBELITE_RATE_LIMIT_QPS", help="Requests/s per user (system:masters exempt; 0 = unlimited)")
+    ] = 0.0,
+    rate_limit_burst: Annotated[int, typer.Option(envvar="KUBELITE_RATE_LIMIT_BURST", help="Burst above --rate-limit-qps (default 2x qps)")] = 0,
+    max_watches_per_user: Annotated[
+        int, typer.Option(envvar="KUBELITE_MAX_WATCHES_PER_USER", help="Open watches per user (system:masters exempt; 0 = unlimited)")
+    ] = 0,
+    watch_buffer_bytes: Annotated[
+        int, typer.Option(envvar="KUBELITE_WATCH_BUFFER_BYTES", help="Bytes queued for a watch client that stops reading before it is dropped")
+    ] = 16 * 1024 * 1024,
+    max_request_body_bytes: Annotated[int, typer.Option(envvar="KUBELITE_MAX_REQUEST_BODY_BYTES")] = 3 * 1024 * 1024,
     service_cidr: Annotated[str, typer.Option(envvar="KUBELITE_SERVICE_CIDR")] = "10.43.0.0/16",
     service_node_port_range: Annotated[str, typer.Option(envvar="KUBELITE_SERVICE_NODE_PORT_RANGE")] = "30000-32767",
     cluster_cidr: Annotated[
@@ -79,6 +110,20 @@ def server(
     )
     if not 0 < port < 65536:
         _fail(f"--port {port} is out of range (1-65535)")
+    if not 0 <= insecure_port < 65536 or insecure_port == port:
+        _fail(f"--insecure-port {insecure_port} must be 0 (off) or a port other than --port")
+    if rate_limit_qps < 0 or rate_limit_burst < 0 or max_watches_per_user < 0:
+        _fail("--rate-limit-qps, --rate-limit-burst and --max-watches-per-user must be >= 0")
+    if watch_buffer_bytes < 4096 or max_request_body_bytes < 4096:
+        _fail("--watch-buffer-bytes and --max-request-body-bytes must be at least 4096")
+    if encryption_provider_config is not None and not encryption_provider_config.is_file():
+        _fail(f"--encryption-provider-config {encryption_provider_config} does not exist")
+    if advertise_address:
+        try:
+            ipaddress.ip_address(advertise_address)
+        except ValueError:
+            _fail(f"--advertise-address {advertise_address!r} is not an IP address")
+    sans = tuple(x.strip() for item in tls_san or [] for x in item.split(",") if x.strip())
     try:
         ipaddress.ip_address(bind_address)
     except ValueError:
@@ -111,6 +156,16 @@ def server(
         node_port_range=(low, high),
         compact_interval=compaction_interval,
         compact_retain=compaction_retain,
+        insecure_port=insecure_port,
+        tls_sans=sans,
+        advertise_address=advertise_address,
+        join_token=token,
+        encryption_provider_config=encryption_provider_config,
+        rate_limit_qps=rate_limit_qps,
+        rate_limit_burst=rate_limit_burst,
+        max_watches_per_user=max_watches_per_user,
+        watch_buffer_bytes=watch_buffer_bytes,
+        max_body_bytes=max_request_body_bytes,
     )
     from kubelite.apiserver.server import ServerStartError, serve_forever
     from kubelite.controllers.base import ControllerSettings

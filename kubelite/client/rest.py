@@ -12,10 +12,13 @@ One ``aiohttp.ClientSession`` per client, created on first use (inside the runni
 closed by ``close()`` / ``async with``. With several server URLs, a request whose connection
 cannot be established moves on to the next URL and the client keeps using the one that answered;
 requests that reached a server are never replayed on another (they may have taken effect).
+The one exception is 429 TooManyRequests, which the server answers before doing anything: such a
+request is resent after the Retry-After it names, a few times at most.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import http
 import os
@@ -41,6 +44,11 @@ __all__ = [
     "build_ssl_context",
     "resource_path",
 ]
+
+# Only with several servers (HA): how long connecting, or waiting for a byte of an answer, may take
+# before the next server is tried.
+FAILOVER_CONNECT_TIMEOUT = 3.0
+FAILOVER_READ_TIMEOUT = 20.0
 
 PatchType = Literal["merge", "json", "strategic", "apply"]
 
@@ -69,6 +77,20 @@ _REASONS: dict[int, str] = {
     503: "ServiceUnavailable",
     504: "Timeout",
 }
+
+
+# Waiting out 429 TooManyRequests: at most this many retries, and this many seconds in all.
+RETRY_429_ATTEMPTS = 3
+RETRY_429_MAX_WAIT = 10.0
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (k8s sends whole seconds); 1 s if absent or unreadable."""
+    try:
+        seconds = float(value) if value is not None else 1.0
+    except ValueError:
+        return 1.0  # an HTTP-date: not what kube-apiserver sends
+    return seconds if 0 <= seconds < float("inf") else 1.0
 
 
 class ApiError(Exception):
@@ -252,18 +274,47 @@ class ApiClient:
         headers: Mapping[str, str] | None,
         limits: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:
-        """Open a response (caller reads and releases it), failing over on connection errors."""
+        """Open a response (caller reads and releases it), waiting out 429s as Retry-After asks.
+
+        A 429 means the server did not process the request, so even a POST is safe to resend.
+        The wait is bounded (RETRY_429_ATTEMPTS, RETRY_429_MAX_WAIT); then the 429 is the answer.
+        """
+        kw = {"params": _params(params), "data": body, "headers": dict(headers or {}), "timeout": limits}
+        waited = 0.0
+        for _ in range(RETRY_429_ATTEMPTS):
+            resp = await self._send_once(method, path, kw)
+            if resp.status != 429:
+                return resp
+            delay = _retry_after(resp.headers.get("Retry-After"))
+            if waited + delay > RETRY_429_MAX_WAIT:
+                return resp
+            try:
+                await resp.read()  # so the connection can be reused
+            except aiohttp.ClientError:
+                pass
+            finally:
+                resp.release()
+            await asyncio.sleep(delay)
+            waited += delay
+        return await self._send_once(method, path, kw)
+
+    async def _send_once(self, method: str, path: str, kw: dict[str, Any]) -> aiohttp.ClientResponse:
+        """Open a response with ``session.request(**kw)``, failing over on connection errors."""
         session = self._get_session()
-        query = _params(params)
         n = len(self.config.servers)
         errors: list[str] = []
+        limits: aiohttp.ClientTimeout = kw["timeout"]
+        if n > 1 and limits.sock_connect is None:
+            # A per-request timeout replaces the session's: keep connecting short, so a server that
+            # is powered off (no RST, just silence) costs seconds before the next one is tried.
+            kw = {**kw, "timeout": aiohttp.ClientTimeout(
+                total=limits.total, connect=limits.connect, sock_read=limits.sock_read, sock_connect=FAILOVER_CONNECT_TIMEOUT,
+            )}  # fmt: skip
         for i in range(n):
             idx = (self._active + i) % n
             url = self.config.servers[idx] + path
             try:
-                resp = await session.request(
-                    method, url, params=query, data=body, headers=dict(headers or {}), timeout=limits
-                )
+                resp = await session.request(method, url, **kw)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
                 errors.append(f"{self.config.servers[idx]}: {e}")
                 continue
@@ -290,17 +341,29 @@ class ApiClient:
             hdrs.setdefault("Content-Type", "application/json")
         else:
             body = data.encode() if isinstance(data, str) else data
-        resp = await self._send(method, path, params, body, hdrs, aiohttp.ClientTimeout(total=self.timeout))
-        try:
-            async with resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise ApiError.from_body(resp.status, raw)
-                return _decode(raw, resp.headers.get("Content-Type", ""))
-        except aiohttp.ClientError as e:
-            raise ApiConnectionError(f"{method} {path} failed: {e}") from e
-        except TimeoutError as e:
-            raise ApiConnectionError(f"{method} {path} timed out after {self.timeout}s") from e
+        several = len(self.config.servers) > 1
+        # With several servers, a read that stalls (a server that went away mid-request) is cut
+        # short, and a GET — safe to repeat — is retried on the next server.
+        limits = aiohttp.ClientTimeout(total=self.timeout, sock_read=FAILOVER_READ_TIMEOUT if several else None)
+        attempts = len(self.config.servers) if method == "GET" else 1
+        for attempt in range(attempts):
+            try:
+                resp = await self._send(method, path, params, body, hdrs, limits)
+                async with resp:
+                    raw = await resp.read()
+                    if resp.status >= 400:
+                        raise ApiError.from_body(resp.status, raw)
+                    return _decode(raw, resp.headers.get("Content-Type", ""))
+            except (aiohttp.ClientError, TimeoutError, ApiConnectionError) as e:
+                if attempt + 1 < attempts:
+                    self._active = (self._active + 1) % len(self.config.servers)
+                    continue
+                if isinstance(e, ApiConnectionError):
+                    raise
+                if isinstance(e, TimeoutError):
+                    raise ApiConnectionError(f"{method} {path} timed out after {self.timeout}s") from e
+                raise ApiConnectionError(f"{method} {path} failed: {e}") from e
+        raise AssertionError("unreachable")
 
     async def stream(
         self, method: str, path: str, params: Mapping[str, Any] | None = None

@@ -30,6 +30,8 @@ COMPONENTS: dict[str, str] = {
     "garbagecollector": "kubelite.controllers.garbagecollector:GarbageCollector",
     "podgc": "kubelite.controllers.podgc:PodGCController",
     "nodeipam": "kubelite.controllers.nodeipam:NodeIpamController",
+    "serviceaccount": "kubelite.controllers.serviceaccount:ServiceAccountsController",
+    "rootcacert": "kubelite.controllers.serviceaccount:RootCACertPublisher",
 }
 
 

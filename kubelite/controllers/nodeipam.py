@@ -50,6 +50,9 @@ class NodeIpamController(Controller):
         if self.mask < self.cluster.prefixlen:
             raise ValueError(f"node CIDR mask /{self.mask} is larger than the cluster CIDR {self.cluster}")
         self.nodes = self.watch_primary()
+        # Nodes told the range is used up: not retried on each of their heartbeats (a traceback and
+        # an event per Node update at scale), only when a subnet is released.
+        self._waiting: set[str] = set()
         self._reservations: dict[str, str] | None = None  # cidr -> node name; loaded on first use
 
     async def _load_reservations(self) -> dict[str, str]:
@@ -100,6 +103,9 @@ class NodeIpamController(Controller):
             if e.code != 404:
                 raise
         self._reservations.pop(cidr, None)
+        for key in self._waiting:  # a subnet came free: try the nodes that wait for one
+            self.queue.add(key)
+        self._waiting.clear()
 
     async def reconcile(self, key: str) -> None:
         reservations = await self._load_reservations()
@@ -110,6 +116,9 @@ class NodeIpamController(Controller):
             if holder == key and cidr not in keep and (node is None or keep):
                 await self._release(cidr)
         if node is None or keep:
+            self._waiting.discard(key)
+            return
+        if key in self._waiting:
             return
         used = self._used(reservations)
         for subnet in self.cluster.subnets(new_prefix=self.mask):
@@ -129,5 +138,6 @@ class NodeIpamController(Controller):
             log.info("node %s: podCIDR %s", key, cidr)
             self.recorder.event(node, "Normal", "CIDRAssignmentSucceeded", f"podCIDR {cidr} assigned")
             return
+        self._waiting.add(key)
         self.recorder.event(node, "Warning", "CIDRNotAvailable", f"no free /{self.mask} left in {self.cluster}")
-        raise RuntimeError(f"no free /{self.mask} left in cluster CIDR {self.cluster}")
+        log.warning("node %s: no free /%d left in cluster CIDR %s (--cluster-cidr)", key, self.mask, self.cluster)

@@ -3,6 +3,12 @@
 ``busybox``: the static busybox of Debian's busybox-static package, a symlink per applet in /bin,
 /etc/passwd and /etc/group, /tmp and /root, ``Cmd ["sh"]``. Deterministic (sorted entries, mtime 0,
 owner root, gzip without a timestamp), so the same busybox binary always gives the same digest.
+
+``busybox-openssl``: the same plus a second layer with this machine's ``/usr/bin/openssl`` and the
+shared libraries it loads (its ``ldd`` closure, at the same paths): an HTTPS client that verifies
+the server, for pods that call the API. busybox's own ``wget`` cannot be that client: its built-in
+TLS never checks the certificate and sends no signature_algorithms, so a TLS 1.2 server has to sign
+with SHA-1, which OpenSSL 3 refuses at any security level above 0 (the API server's handshake fails).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from kubelite.images.reference import ImageRef, parse_ref
 __all__ = ["BUILDERS", "BuiltImage", "build_busybox", "build_image"]
 
 BUSYBOX = Path("/bin/busybox")
+OPENSSL = Path("/usr/bin/openssl")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _EPOCH = "1970-01-01T00:00:00Z"
 
@@ -49,14 +56,16 @@ class BuiltImage:
 
 
 def build_busybox(tag: str = "busybox:latest", busybox: Path = BUSYBOX) -> BuiltImage:
+    return assemble(parse_ref(tag), [_busybox_layer(busybox)], {"Env": [DEFAULT_PATH], "Cmd": ["sh"]}, "busybox rootfs")
+
+
+def _busybox_layer(busybox: Path) -> bytes:
     if not busybox.is_file():
         raise ImageError(f"{busybox} not found: install the busybox-static package")
     binary = busybox.read_bytes()
     if _dynamically_linked(binary):
         raise ImageError(f"{busybox} is dynamically linked: install busybox-static (the image has no libc)")
-    applets = _applets(busybox)
-    layer_tar = _busybox_rootfs(binary, applets)
-    return assemble(parse_ref(tag), [layer_tar], {"Env": [DEFAULT_PATH], "Cmd": ["sh"]}, "busybox rootfs")
+    return _busybox_rootfs(binary, _applets(busybox))
 
 
 def assemble(ref: ImageRef, layer_tars: list[bytes], config: dict[str, object], created_by: str) -> BuiltImage:
@@ -119,6 +128,48 @@ def _busybox_rootfs(binary: bytes, applets: list[str]) -> bytes:
         link = fixed_tarinfo(f"bin/{applet}", tarfile.SYMTYPE, 0o777)
         link.linkname = "busybox"
         entries.append((link, None))
+    return _tar(entries)
+
+
+def build_busybox_openssl(
+    tag: str = "busybox-openssl:latest", busybox: Path = BUSYBOX, openssl: Path = OPENSSL
+) -> BuiltImage:
+    if not openssl.is_file():
+        raise ImageError(f"{openssl} not found: install the openssl package")
+    files = {str(openssl): openssl.read_bytes()}
+    for lib in _shared_libraries(openssl):
+        files[lib] = Path(lib).read_bytes()  # a symlink's target, stored under the name the loader asks for
+    layers = [_busybox_layer(busybox), _files_layer(files)]
+    return assemble(parse_ref(tag), layers, {"Env": [DEFAULT_PATH], "Cmd": ["sh"]}, "busybox rootfs + openssl")
+
+
+def _shared_libraries(binary: Path) -> list[str]:
+    """Absolute paths of every shared object ``binary`` loads, its dynamic loader included (ldd)."""
+    try:
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, check=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ImageError(f"ldd {binary} failed: {e}") from None
+    libs: list[str] = []
+    for line in out.splitlines():
+        # "libssl.so.3 => /lib/x86_64-linux-gnu/libssl.so.3 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        words = line.split()
+        path = words[2] if "=>" in words and len(words) > 2 else words[0] if words else ""
+        if path.startswith("/"):
+            libs.append(path)
+        elif "=>" in words and "not found" in line:
+            raise ImageError(f"{binary}: {line.strip()}")
+    return sorted(set(libs))
+
+
+def _files_layer(files: dict[str, bytes]) -> bytes:
+    """A layer tar holding ``files`` (absolute path -> content, mode 0755) and their parent directories."""
+    dirs = {str(parent) for path in files for parent in Path(path.lstrip("/")).parents if str(parent) != "."}
+    entries: list[tuple[tarfile.TarInfo, bytes | None]] = [(fixed_tarinfo(d, tarfile.DIRTYPE, 0o755), None) for d in dirs]
+    entries += [(fixed_tarinfo(path.lstrip("/"), tarfile.REGTYPE, 0o755), data) for path, data in files.items()]
+    return _tar(entries)
+
+
+def _tar(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in sorted(entries, key=lambda e: e[0].name):  # a directory sorts before its entries
@@ -128,7 +179,7 @@ def _busybox_rootfs(binary: bytes, applets: list[str]) -> bytes:
     return buf.getvalue()
 
 
-BUILDERS: dict[str, Callable[[str], BuiltImage]] = {"busybox": build_busybox}
+BUILDERS: dict[str, Callable[[str], BuiltImage]] = {"busybox": build_busybox, "busybox-openssl": build_busybox_openssl}
 
 
 def build_image(name: str, tag: str | None = None) -> BuiltImage:

@@ -5,6 +5,16 @@ plane, agents, Ready. Every phase converges (creates only what is missing, the d
 what differs), so a second ``up`` reports "no changes", and after a failure (which names the
 machine and the step) ``up`` again continues where it stopped: the state directory is written
 after every machine that was created.
+
+Security: the API is HTTPS only. The join-token secret is made here once per cluster (state dir,
+0600), reaches the nodes only in 0600 settings files, and is never printed; after the control plane
+phase the first master's join token and admin kubeconfig are read into the state dir (0600), the
+kubeconfig pointed at the masters' addresses (see credentials.py).
+
+HA (datastore etcd, an odd number of masters): the machines phase also makes the CA, ServiceAccount
+key and etcd certificates every master shares (credentials.ensure_shared_pki); the control plane
+phase runs etcd on every master as a static cluster before the servers (deploy/etcd.py). The masters
+are then fixed: adding or removing one is an etcd membership change, refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -19,19 +29,34 @@ from pathlib import Path
 
 from rich.console import Console
 
+from kubelite.client import load_kubeconfig
+from kubelite.client.rest import build_ssl_context
 from kubelite.provision import nodes
+from kubelite.provision.credentials import (
+    KUBECONFIG_PATH,
+    TOKEN_PATH,
+    admin_kubeconfig,
+    ensure_shared_pki,
+    token_secret,
+)
 from kubelite.provision.deployer import PHASES, registry_address, render_inventory, run_phase, server_urls
 from kubelite.provision.errors import ProviderError, ProvisionError, SpecError, StepError
 from kubelite.provision.preload import preload_images
 from kubelite.provision.providers.base import Provider, wait_for_ssh
 from kubelite.provision.spec import ClusterSpec
-from kubelite.provision.state import ClusterState, Machine
-from kubelite.provision.templates import render
+from kubelite.provision.state import ClusterState, Machine, write_private
 from kubelite.provision.wheelhouse import ensure_wheelhouse
 
-__all__ = ["ClusterOps", "UpResult", "make_provider", "ssh_run"]
+__all__ = ["ClusterOps", "UpResult", "make_provider", "ssh_read", "ssh_run"]
 
 SSH_TIMEOUT = 60.0
+# The etcd members are a static cluster (initial-cluster from the inventory): changing them is an
+# etcd membership change (etcdctl member add/remove, in step with the kubelite servers), not done here.
+_ETCD_MEMBERSHIP = (
+    "cluster {name} runs etcd on its {have} master(s) as a static cluster: adding or removing a master "
+    "is an etcd membership change that `kubelite cluster` does not make; keep masters: {have}, "
+    "or create a new cluster with the masters it needs"
+)
 API_TIMEOUT = 90.0
 READY_TIMEOUT = 120.0
 
@@ -49,15 +74,34 @@ def make_provider(spec: ClusterSpec, state: ClusterState) -> Provider:
         from kubelite.provision.providers.libvirt import LibvirtProvider
 
         return LibvirtProvider(spec, state)
+    if spec.provider == "vagrant":
+        from kubelite.provision.providers.vagrant import VagrantProvider
+
+        return VagrantProvider(spec, state)
     # Accepted by the spec so a file written for them validates; refused here before anything exists.
     raise SpecError("provider", f"the {spec.provider} provider is not built yet (use nspawn, libvirt or ssh)")
 
 
-def ssh_run(spec: ClusterSpec, state: ClusterState, machine: Machine, command: str, timeout: float = 20) -> str:
-    """Run ``command`` on ``machine`` as the cluster's SSH user; stdout and stderr together."""
-    argv = ["ssh", "-i", str(state.ssh_key(spec)), "-o", f"UserKnownHostsFile={state.dir / 'known_hosts'}",
+def _ssh_argv(spec: ClusterSpec, state: ClusterState, machine: Machine, command: str) -> list[str]:
+    return ["ssh", "-i", str(state.ssh_key(spec)), "-o", f"UserKnownHostsFile={state.dir / 'known_hosts'}",
             "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
             f"{spec.ssh_user}@{machine.address}", command]  # fmt: skip
+
+
+def ssh_read(spec: ClusterSpec, state: ClusterState, machine: Machine, path: str, timeout: float = 20) -> str | None:
+    """The content of the file ``path`` on ``machine`` (None when it cannot be read). Only the path is on
+    the command line; the content comes back on stdout and goes nowhere else."""
+    try:
+        proc = subprocess.run(_ssh_argv(spec, state, machine, f"cat -- {path}"), capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def ssh_run(spec: ClusterSpec, state: ClusterState, machine: Machine, command: str, timeout: float = 20) -> str:
+    """Run ``command`` on ``machine`` as the cluster's SSH user; stdout and stderr together."""
+    argv = _ssh_argv(spec, state, machine, command)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -123,16 +167,23 @@ class ClusterOps:
                 except ProviderError as e:
                     raise ProviderError(f"{m.name}: step 'wait for SSH' failed: {e}") from None
             self._write_access_files(spec, state, provider, machines, key, wheelhouse.tar, wheelhouse.build)
+            if not state.token_secret_file.is_file():
+                state.token_secret(existing=self._running_secret(spec, state, machines))
+            if spec.datastore == "etcd":
+                changes += ensure_shared_pki(state, [m for m in machines if m.role == "master"])
 
         for phase, title in zip(PHASES, ("packages", "control plane", "agents"), strict=True):
             with self._phase(title, result) as changes:
                 if phase == "agents":
+                    tls = build_ssl_context(load_kubeconfig(str(state.kubeconfig)))
                     for url in server_urls(machines):
-                        nodes.wait_api(url, API_TIMEOUT)
+                        nodes.wait_api(url, API_TIMEOUT, tls)
                 deployed = run_phase(state, phase, limit=deploy_limit)
                 changes += [f"{node}: {len(ops)} changed" for node, ops in sorted(deployed.changed.items())]
-                if phase == "control-plane" and registry_address(spec, machines):
-                    changes += [f"pushed {i}" for i in preload_images(spec.images, registry_address(spec, machines))]
+                if phase == "control-plane":
+                    self._fetch_credentials(spec, state, machines)
+                    if registry_address(spec, machines):
+                        changes += [f"pushed {i}" for i in preload_images(spec.images, registry_address(spec, machines))]
 
         with self._phase("Ready", result):
             try:
@@ -153,11 +204,13 @@ class ClusterOps:
         if not state.exists:
             return spec
         old = state.load_spec()
-        for fld, what in (("provider", "provider"), ("node_cidr", "network.nodes"), ("pod_cidr", "network.pods"),
-                          ("service_cidr", "network.services")):  # fmt: skip
+        for fld, what in (("provider", "provider"), ("datastore", "datastore"), ("node_cidr", "network.nodes"),
+                          ("pod_cidr", "network.pods"), ("service_cidr", "network.services")):  # fmt: skip
             if getattr(old, fld) != getattr(spec, fld):
                 raise SpecError(what, f"cluster {spec.name} exists with {getattr(old, fld)}; "
                                       f"run `kubelite cluster down {spec.name}` to change it")  # fmt: skip
+        if old.datastore == "etcd" and spec.masters != old.masters:
+            raise SpecError("masters", _ETCD_MEMBERSHIP.format(name=spec.name, have=old.masters))
         if spec.provider != "ssh":
             # Nodes added with add-node stay: up never removes a node (remove-node does).
             spec.masters, spec.workers = max(spec.masters, old.masters), max(spec.workers, old.workers)
@@ -206,14 +259,45 @@ class ClusterOps:
         lines = [f"{m.address} {k}" for m in machines for k in provider.host_keys(m)]
         if lines or not known.exists():
             known.write_text("\n".join(lines) + "\n" if lines else "")
-        inventory = render_inventory(spec, machines, key, known, wheelhouse_tar, build)
+        inventory = render_inventory(spec, state, machines, key, known, wheelhouse_tar, build)
         if not state.inventory.is_file() or state.inventory.read_text() != inventory:
             state.inventory.write_text(inventory)
-        urls = server_urls(machines)
-        kubeconfig = render("kubeconfig.j2", context=spec.name, server_url=urls[0], servers=urls)
+
+    @staticmethod
+    def _first_master(machines: list[Machine]) -> Machine:
+        return next(m for m in machines if m.role == "master")
+
+    def _running_secret(self, spec: ClusterSpec, state: ClusterState, machines: list[Machine]) -> str | None:
+        """The join-token secret of a kubelite already serving on the first master: hosts taken over
+        by a new state dir (the ssh provider) keep their cluster, and their nodes' credentials."""
+        token = ssh_read(spec, state, self._first_master(machines), TOKEN_PATH)
+        return token_secret(token) if token else None
+
+    def _fetch_credentials(self, spec: ClusterSpec, state: ClusterState, machines: list[Machine]) -> None:
+        """The first master's join token and admin kubeconfig into the state dir (both 0600).
+
+        Both appear at the server's first start; a server restarted for a new secret rewrites its
+        token, so the one that carries the cluster's secret is waited for.
+        """
+        master = self._first_master(machines)
+        secret = state.token_secret()
+        deadline = time.monotonic() + API_TIMEOUT
+        while True:
+            token, raw = ssh_read(spec, state, master, TOKEN_PATH), ssh_read(spec, state, master, KUBECONFIG_PATH)
+            if token and raw and token_secret(token) == secret:
+                break
+            if time.monotonic() > deadline:
+                what = "join token" if not token else "admin kubeconfig" if not raw else "join token with the cluster's secret"
+                raise StepError("fetch the cluster credentials", master.name,
+                                f"no {what} in {TOKEN_PATH if what != 'admin kubeconfig' else KUBECONFIG_PATH} "
+                                f"within {API_TIMEOUT:.0f} s (journalctl -u kubelite-server)")  # fmt: skip
+            time.sleep(0.5)
+        token = token.strip() + "\n"
+        if not state.join_token_file.is_file() or state.join_token_file.read_text() != token:
+            write_private(state.join_token_file, token.encode())
+        kubeconfig = admin_kubeconfig(raw, server_urls(machines), spec.name, f"{master.name}:{KUBECONFIG_PATH}")
         if not state.kubeconfig.is_file() or state.kubeconfig.read_text() != kubeconfig:
-            state.kubeconfig.write_text(kubeconfig)
-            state.kubeconfig.chmod(0o600)
+            write_private(state.kubeconfig, kubeconfig.encode())
 
     def _agent_diagnosis(self, spec: ClusterSpec, state: ClusterState, machine: Machine) -> str:
         """What the node's agent says about itself: its unit state and last log lines."""
@@ -230,9 +314,9 @@ class ClusterOps:
             raise SpecError("hosts", "the ssh provider adds a node by listing it under hosts and running up")
         before = {m.name for m in state.machines()}
         if role == "master":
-            spec.masters += 1
             if spec.datastore == "sqlite":
                 raise SpecError("masters", "a second master needs datastore: etcd (sqlite serves one master)")
+            raise SpecError("masters", _ETCD_MEMBERSHIP.format(name=name, have=spec.masters))
         else:
             spec.workers += 1
         state.save_spec(spec)
@@ -263,6 +347,8 @@ class ClusterOps:
             raise ProvisionError(f"cluster {name} has no node {node!r} (nodes: {', '.join(m.name for m in machines)})")
         if machine.role == "master" and sum(m.role == "master" for m in machines) <= 1:
             raise ProvisionError(f"{node} is the only master: use `kubelite cluster down {name}` instead")
+        if machine.role == "master" and spec.datastore == "etcd":
+            raise SpecError("masters", _ETCD_MEMBERSHIP.format(name=name, have=spec.masters))
         provider = make_provider(spec, state)
         with self.console.status(f"draining {node}"):
             evicted = asyncio.run(nodes.drain(state.kubeconfig, node, timeout=60))

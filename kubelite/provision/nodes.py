@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import urllib.request
 from pathlib import Path
@@ -23,13 +24,14 @@ class NotReadyError(ProvisionError):
         self.missing = missing
 
 
-def wait_api(url: str, timeout: float) -> None:
-    """Until ``url``/readyz answers 200 (the server may be restarting after a deploy)."""
+def wait_api(url: str, timeout: float, context: ssl.SSLContext | None = None) -> None:
+    """Until ``url``/readyz answers 200 (the server may be restarting after a deploy); an https
+    server must present a certificate ``context`` trusts."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+            with urllib.request.urlopen(url + "/readyz", timeout=2, context=context) as r:
                 if r.status == 200:
                     return
         except OSError as e:

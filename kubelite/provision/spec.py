@@ -4,11 +4,11 @@ Every error is a :class:`SpecError` whose ``field`` is the dotted path of the of
 (``masters``, ``network.pods``, ``ssh.key``, ``hosts[1].role``), so a user sees what to fix::
 
     name: local            # [a-z0-9-], starts with a letter
-    provider: nspawn       # nspawn | libvirt | ssh   (vagrant: accepted, not built yet)
+    provider: nspawn       # nspawn | libvirt | vagrant | ssh
     masters: 1
     workers: 2
     resources: {cpu: 2, memory: 1Gi}
-    datastore: sqlite      # sqlite (one master) | etcd (an odd number of masters)
+    datastore: sqlite      # sqlite (one master) | etcd (an odd number of masters, fixed once created)
     runtime: fake          # runc | docker | fake
     network: {nodes: 10.250.0.0/24, pods: 10.251.0.0/16, services: 10.252.0.0/16}
     images: [busybox]      # preloaded into the cluster registry: a name `kubelite image build` knows, or an archive

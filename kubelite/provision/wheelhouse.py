@@ -8,6 +8,7 @@ Building the dependencies needs a package index (or pip's cache) on the controll
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -46,7 +47,9 @@ def _pip_wheel(args: list[str], out: Path, src: Path) -> None:
         # A clean copy of the sources: setuptools' build/ in the checkout may hold stale modules.
         for name in ("pyproject.toml", "README.md"):
             shutil.copy2(src / name, Path(tree) / name)
-        shutil.copytree(src / "kubelite", Path(tree) / "kubelite", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            src / "kubelite", Path(tree) / "kubelite", ignore=shutil.ignore_patterns("__pycache__")
+        )
         proc = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(tmp), *args],
             cwd=tree, capture_output=True, text=True,
@@ -55,6 +58,9 @@ def _pip_wheel(args: list[str], out: Path, src: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ProvisionError(f"pip wheel failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
     tmp.rename(out)
+
+
+KEEP_OLD_BUILDS = 6  # tarballs and wheel dirs of earlier checkout states kept around
 
 
 def ensure_wheelhouse(cache: Path | None = None) -> Wheelhouse:
@@ -67,21 +73,29 @@ def ensure_wheelhouse(cache: Path | None = None) -> Wheelhouse:
     tar = base / f"kubelite-{build}.tar"
     if tar.is_file():
         return Wheelhouse(tar, build, built=False)
-    deps = base / f"deps-{deps_key}"
-    if not deps.is_dir():
-        _pip_wheel(["."], deps, src)
-        for w in deps.glob("kubelite-*.whl"):
-            w.unlink()  # only the dependencies are cached here; kubelite's wheel is keyed by its code
-    own = base / f"kubelite-{code_key}"
-    if not own.is_dir():
-        _pip_wheel(["--no-deps", "."], own, src)
-    tmp = tar.with_suffix(".tar.tmp")
-    with tarfile.open(tmp, "w") as t:
-        for d in (deps, own):
-            for whl in sorted(d.glob("*.whl")):
-                t.add(whl, arcname=whl.name)
-    tmp.rename(tar)
-    for old in [*base.glob("kubelite-*"), *base.glob("deps-*")]:  # one build per checkout state is enough
-        if old not in (tar, deps, own):
-            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+    # One builder at a time (two `cluster up`s at once would write into the same wheel dirs).
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if tar.is_file():
+            return Wheelhouse(tar, build, built=False)  # the other builder made it meanwhile
+        deps = base / f"deps-{deps_key}"
+        if not deps.is_dir():
+            _pip_wheel(["."], deps, src)
+            for w in deps.glob("kubelite-*.whl"):
+                w.unlink()  # only the dependencies are cached here; kubelite's wheel is keyed by its code
+        own = base / f"kubelite-{code_key}"
+        if not own.is_dir():
+            _pip_wheel(["--no-deps", "."], own, src)
+        tmp = tar.with_suffix(".tar.tmp")
+        with tarfile.open(tmp, "w") as t:
+            for d in (deps, own):
+                for whl in sorted(d.glob("*.whl")):
+                    t.add(whl, arcname=whl.name)
+        tmp.rename(tar)
+        # Older builds go, but not the last few: a cluster brought up a moment ago may still be
+        # deploying from its tarball.
+        old = sorted((p for p in [*base.glob("kubelite-*"), *base.glob("deps-*")] if p not in (tar, deps, own)),
+                     key=lambda p: p.stat().st_mtime)  # fmt: skip
+        for stale in old[:-KEEP_OLD_BUILDS] if len(old) > KEEP_OLD_BUILDS else []:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
     return Wheelhouse(tar, build, built=True)

@@ -24,6 +24,13 @@ Mapping (1:1 with the interface, which was modelled on etcd):
 * the path of the URL, if any, is a key prefix every key is stored under (like kube-apiserver's
   ``--etcd-prefix``), so several clusters or test cases can share one etcd.
 
+TLS: ``etcds://`` (or any ``cacert=``/``cert=``) speaks https, verifying each member against
+``cacert`` (the system CAs without it) and its hostname, and presents ``cert``/``key`` to an etcd
+run with ``--client-cert-auth`` (k3s' ``--datastore-cafile/-certfile/-keyfile``;
+``kubelite.auth.pki.ensure_etcd_pki`` makes a matching set). Files that can't be loaded fail
+``start()`` with a StorageError; a handshake refused by every member (wrong CA, no or untrusted
+client certificate) raises UnavailableError saying so at once, not after the timeout.
+
 Failure: connection errors fail over to the next endpoint; a request that cannot complete (no
 quorum, no endpoint) within ``timeout`` seconds (default 5) raises UnavailableError, which the
 API server turns into a 503 Status. It never waits longer than that.
@@ -150,12 +157,7 @@ class EtcdStore(Store):
     async def start(self) -> None:
         self._check_open()
         if self._session is None:
-            ssl_ctx: ssl.SSLContext | bool = True
-            if self.config.cacert or self.config.cert:
-                ssl_ctx = ssl.create_default_context(cafile=self.config.cacert or None)
-                if self.config.cert:
-                    ssl_ctx.load_cert_chain(self.config.cert, self.config.key or None)
-            connector = aiohttp.TCPConnector(ssl=ssl_ctx, limit=256)
+            connector = aiohttp.TCPConnector(ssl=_ssl_context(self.config), limit=256)
             self._session = aiohttp.ClientSession(connector=connector)
         await self.current_revision()
 
@@ -204,6 +206,7 @@ class EtcdStore(Store):
         payload = json.dumps(body)
         last: Exception | None = None
         while True:
+            tls_failures = 0
             for endpoint in self._endpoint_order():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -220,6 +223,9 @@ class EtcdStore(Store):
                     # Refused, reset or dropped: this member is gone; try the next one.
                     last = e
                     self._failed_over(endpoint)
+                    if _tls_failure(e):
+                        last = UnavailableError(_tls_message(endpoint, e, self.config))
+                        tls_failures += 1
                     continue
                 except TimeoutError:
                     # Reached a member that could not commit (no quorum): retrying elsewhere
@@ -237,6 +243,10 @@ class EtcdStore(Store):
                     self._failed_over(endpoint)
                     continue
                 raise err
+            if tls_failures == len(self.config.endpoints) and isinstance(last, UnavailableError):
+                # A refused handshake is configuration (CA, client certificate), not an outage:
+                # say so now rather than after the timeout.
+                raise last
             # Every endpoint refused: wait a little for one to come back, within the deadline.
             await asyncio.sleep(min(0.1, max(deadline - loop.time(), 0)))
 
@@ -416,6 +426,43 @@ class EtcdStore(Store):
             if _NO_LEASE in e.message:
                 raise LeaseNotFoundError(lease_id) from None
             raise
+
+
+def _ssl_context(config: EtcdConfig) -> ssl.SSLContext | bool:
+    """The client TLS context for ``etcds://`` (or any URL with cacert/cert): the server is verified
+    against ``cacert`` (the system CAs without it), with its hostname; ``cert``/``key`` are
+    presented for etcd's ``--client-cert-auth``."""
+    if not config.endpoints[0].startswith("https://"):
+        return True  # plain http: aiohttp never uses it
+    if config.key and not config.cert:
+        raise StorageError("etcd URL has key= without cert=")
+    try:
+        ctx = ssl.create_default_context(cafile=config.cacert or None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if config.cert:
+            ctx.load_cert_chain(config.cert, config.key or None)
+    except (OSError, ssl.SSLError) as e:
+        given = (("cacert", config.cacert), ("cert", config.cert), ("key", config.key))
+        files = ", ".join(f"{k}={v}" for k, v in given if v)
+        raise StorageError(f"etcd TLS files ({files}) could not be loaded: {e}") from None
+    return ctx
+
+
+def _tls_failure(e: BaseException) -> bool:
+    """The TLS handshake itself failed (a bad CA, a missing or refused client certificate)."""
+    reason = e.__cause__ or e.__context__
+    if isinstance(reason, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return False  # the peer went away mid-handshake: an outage, retried like one
+    return isinstance(e, aiohttp.ClientSSLError) or isinstance(reason, ssl.SSLError)
+
+
+def _tls_message(endpoint: str, e: BaseException, config: EtcdConfig) -> str:
+    if config.cert:
+        hint = "check cacert=, cert= and key="
+    else:
+        hint = "check cacert=; an etcd with --client-cert-auth needs cert= and key="
+    reason = e.__cause__ or e.__context__ or e
+    return f"etcd TLS handshake with {endpoint} failed: {reason} ({hint} in the etcd URL)"
 
 
 def _json(raw: bytes) -> dict[str, Any]:

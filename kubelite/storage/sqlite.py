@@ -22,6 +22,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -136,6 +137,7 @@ class SqliteStore(Store):
         watch_queue_size: int = DEFAULT_MAX_QUEUE,
         lease_check_interval: float = 0.1,
         max_batch: int = 1000,
+        cache_bytes: int = 8 * 1024 * 1024,  # heartbeat objects of 1,000 nodes take about 4 MB
     ) -> None:
         self.url = url
         self.path = path
@@ -155,6 +157,13 @@ class SqliteStore(Store):
         self._rconns: list[sqlite3.Connection] = []
         self._rconns_lock = threading.Lock()
         self._leases: dict[int, tuple[int, float]] = {}  # id -> (ttl, monotonic deadline)
+        # The latest version of recently written keys (None: deleted), kept by _complete on the loop
+        # in commit order, so get() answers them without a trip to a reader thread: an update is a
+        # get then a write, and heartbeats update the same keys over and over. Filled by writes only:
+        # a read result could be older than a write that lands while it is in flight.
+        self._cache: OrderedDict[str, KeyValue | None] = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_limit = cache_bytes
         self._lease_task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -344,7 +353,28 @@ class SqliteStore(Store):
         return self._compact
 
     async def get(self, key: str, revision: int = 0) -> KeyValue | None:
+        if revision == 0 and key in self._cache:
+            self._check_started()
+            self._cache.move_to_end(key)
+            return self._cache[key]
         return await self._read(self._r_get, key, revision)
+
+    def _remember(self, events: list[Event]) -> None:
+        """Cache the latest value of each key the batch wrote (tombstones as None), LRU by bytes."""
+        cache = self._cache
+        for ev in events:
+            key = ev.kv.key
+            old = cache.pop(key, None)
+            if old is not None:
+                self._cache_bytes -= len(old.value)
+            kv = ev.kv if ev.type is EventType.PUT else None
+            cache[key] = kv
+            if kv is not None:
+                self._cache_bytes += len(kv.value)
+        while self._cache_bytes > self._cache_limit or len(cache) > self._cache_limit // 64:
+            _, evicted = cache.popitem(last=False)
+            if evicted is not None:
+                self._cache_bytes -= len(evicted.value)
 
     async def range(
         self, prefix: str, revision: int = 0, limit: int = 0, start_after: str = ""
@@ -485,8 +515,11 @@ class SqliteStore(Store):
         """On the loop: publish the batch's events in revision order, then wake the callers."""
         self._rev = max(self._rev, rev)
         events = [e for op in batch for e in op.events]
+        self._remember(events)
         self._hub.publish(events)
         for op in batch:
+            if op.kind == "revoke" and op.error is None:
+                self._leases.pop(op.arg, None)  # gone with its keys' DELETE events, not a step later
             if op.future.done():
                 continue
             if op.error is not None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -29,10 +32,12 @@ from kubelite.controllers.base import NODES, PODS
 from kubelite.provision.spec import ClusterSpec
 from kubelite.provision.state import ClusterState, Machine
 
-__all__ = ["Api", "InfraCluster", "is_terminating", "node_ready", "retry"]
+__all__ = ["Api", "InfraCluster", "is_terminating", "next_worker_name", "node_ready", "retry"]
 
 T = TypeVar("T")
 Obj = dict[str, Any]
+CHECKOUT = Path(__file__).resolve().parents[2]  # the checkout whose `kubelite` runs add-node and remove-node
+ADD_NODE_TIMEOUT = 600.0  # a new machine: create, boot, packages, agent, Ready (a TCG VM boots slowly)
 
 
 def is_terminating(obj: Obj) -> bool:
@@ -42,6 +47,15 @@ def is_terminating(obj: Obj) -> bool:
 def node_ready(node: Obj) -> bool:
     conditions = node.get("status", {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def next_worker_name(state: ClusterState) -> str:
+    """The name ``kubelite cluster add-node`` gives a new worker: the lowest free index."""
+    names = {m.name for m in state.machines()}
+    index = 0
+    while f"{state.name}-worker-{index}" in names:
+        index += 1
+    return f"{state.name}-worker-{index}"
 
 
 def retry(check: Callable[[], list[str]], timeout: float, interval: float = 1.0) -> list[str]:
@@ -171,6 +185,33 @@ class InfraCluster:
         for name in list(self._hosts):
             self.reconnect(name)
         shutil.rmtree(self.ssh_config.parent, ignore_errors=True)
+
+    # -- nodes added and removed during the run -------------------------------------------------
+
+    def cli(self, *args: str, timeout: float = ADD_NODE_TIMEOUT) -> str:
+        """``kubelite cluster ARGS`` as a user runs it; its output, or an AssertionError quoting it."""
+        proc = subprocess.run([sys.executable, "-m", "kubelite", "cluster", *args], cwd=CHECKOUT, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+        out = (proc.stdout + proc.stderr).strip()
+        if proc.returncode != 0:
+            raise AssertionError(f"`kubelite cluster {' '.join(args)}` failed ({proc.returncode}): {out[-1500:]}")
+        return out
+
+    def add_worker(self) -> str:
+        """Add a worker with ``kubelite cluster add-node`` (the provider creates it, the deploy joins it)."""
+        expected = next_worker_name(self.state)
+        self.cli("add-node", self.name, "--role", "worker")
+        self.machines = self.state.machines()
+        if expected not in self.names("worker"):
+            raise AssertionError(f"add-node did not add {expected} (workers now: {', '.join(self.names('worker'))})")
+        return expected
+
+    def remove_worker(self, name: str) -> None:
+        """``kubelite cluster remove-node``: drained, its machine gone, its Node deleted."""
+        self.reconnect(name)
+        self.cli("remove-node", self.name, name, timeout=300)
+        self._hosts.pop(name, None)
+        self.machines = self.state.machines()
 
     # -- power -----------------------------------------------------------------------------------
 

@@ -111,3 +111,17 @@ def figure(
         record_testsuite_property(name, value)
 
     return record
+
+
+# -- a node added during the run (tests/infra/test_daemonsets.py) -----------------------------------
+# Appended as a wrapper so this file's other sections stay as they are: pytest calls the last
+# `pytest_addoption` of a conftest, which therefore chains to the one above.
+_addoption_before_add_node = pytest_addoption
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:  # type: ignore[no-redef]
+    _addoption_before_add_node(parser)
+    parser.getgroup("kubelite-infra").addoption(
+        "--no-add-node", action="store_true", default=bool(os.environ.get("KUBELITE_INFRA_NO_ADD_NODE")),
+        help="Do not add (and remove) a worker during the run: for providers that cannot create machines (ssh)",
+    )

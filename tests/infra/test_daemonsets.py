@@ -2,17 +2,24 @@
 
 Whether a node matches is worked out here from the Node and the pod template (nodeSelector, required
 node affinity, taints against tolerations), independently of the DaemonSet controller under test.
+
+A worker added during the run (``kubelite cluster add-node``: the provider creates the machine, the
+deploy joins it) must get one pod of each DaemonSet, seen on that machine; it is removed again
+(``remove-node``) at the end of this module so the checks after it see the cluster as it was.
+``--no-add-node`` leaves this step out, for clusters whose provider cannot create machines (ssh).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from testinfra.host import Host
 
 from kubelite.controllers.base import DAEMONSETS, PODS
-from tests.infra.cluster import Api, InfraCluster, is_terminating, retry
+from tests.infra.cluster import Api, InfraCluster, is_terminating, next_worker_name, node_ready, retry
 from tests.infra.machine import running_containers
 from tests.infra.workloads import TAINT, Workloads
 
@@ -30,10 +37,52 @@ DAEMON_TOLERATIONS = [
 ]  # fmt: skip
 
 
+SETTLE_ADDED = 60.0  # a new node: its DaemonSet pod is created, bound, its image pulled, started
+GONE_TIMEOUT = 60.0
+
+
 @pytest.fixture(autouse=True)
 def _needs_containers(cluster: InfraCluster, workloads: Workloads) -> None:
-    if cluster.spec.runtime != "runc":
-        pytest.skip(f"placement is read from runc containers; this cluster runs {cluster.spec.runtime}")
+    if cluster.spec.runtime == "fake":
+        pytest.skip("placement is read from the machines' containers; the fake runtime runs none")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``added_host``: the worker add-node will create, named (as it names it) before it exists."""
+    if "added_host" in metafunc.fixturenames:
+        cluster = InfraCluster.load(str(metafunc.config.getoption("--cluster")))
+        name = next_worker_name(cluster.state)
+        cluster.close()
+        metafunc.parametrize("added_host", [name], ids=[name], indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def added_host(request: pytest.FixtureRequest, cluster: InfraCluster, api: Api) -> Iterator[Host]:
+    """A worker added for this module (and then removed, leaving the cluster as it was)."""
+    if request.config.getoption("--no-add-node"):
+        pytest.skip("--no-add-node: no node is added during the run")
+    if not cluster.powers_machines:
+        pytest.fail(f"the {cluster.spec.provider} provider cannot add a machine: run the suite with --no-add-node")
+    request.getfixturevalue("workloads")  # the DaemonSets to place exist before the node comes
+    name = cluster.add_worker()
+    assert name == request.param, f"add-node added {name}, the suite expected {request.param}"
+    try:
+        node = api.nodes().get(name)
+        assert node is not None and node_ready(node), f"add-node returned but Node {name} is not Ready"
+        yield cluster.connect(name)
+    finally:
+        cluster.remove_worker(name)
+        deadline = time.monotonic() + GONE_TIMEOUT
+        while (left := _left_of(api, name)) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not left, f"after remove-node {name}: {'; '.join(left)}"
+
+
+def _left_of(api: Api, node: str) -> list[str]:
+    """What the API still holds of a removed node: the Node, pods bound to it."""
+    left = [f"Node {node} still exists"] if node in api.nodes() else []
+    pods = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in api.pods_on(node)]
+    return left + ([f"pods still bound to it: {', '.join(pods)}"] if pods else [])
 
 
 def _tolerated(taint: Obj, tolerations: list[Obj]) -> bool:
@@ -78,29 +127,37 @@ def _owner_uid(pod: Obj) -> str | None:
     return next((r.get("uid") for r in pod["metadata"].get("ownerReferences") or [] if r.get("kind") == "DaemonSet"), None)
 
 
-def test_one_pod_of_each_daemonset_per_matching_machine(host: Host, machine: str, api: Api) -> None:
-    def check() -> list[str]:
-        node = api.nodes().get(machine)
-        if node is None:
-            return [f"no Node {machine} in the API"]
-        pods = {p["metadata"]["uid"]: p for p in api.objects(PODS)}
-        on_machine: dict[str, set[str]] = {}  # DaemonSet uid -> uids of its pods running here
-        for c in running_containers(host, machine):
-            pod = pods.get(c.pod_uid)
-            owner = _owner_uid(pod) if pod and not is_terminating(pod) else None
-            if owner:
-                on_machine.setdefault(owner, set()).add(c.pod_uid)
-        problems = []
-        for ds in api.objects(DAEMONSETS):
-            name = f"{ds['metadata']['namespace']}/{ds['metadata']['name']}"
-            want = 1 if should_run(ds, node) else 0
-            have = len(on_machine.get(ds["metadata"]["uid"], set()))
-            if have != want:
-                problems.append(f"DaemonSet {name}: {have} pod(s) running on {machine}, expected {want}")
-        return problems
+def _placement_problems(host: Host, machine: str, api: Api) -> list[str]:
+    """Each DaemonSet has exactly one pod running on ``machine`` if the machine matches it, else none."""
+    node = api.nodes().get(machine)
+    if node is None:
+        return [f"no Node {machine} in the API"]
+    pods = {p["metadata"]["uid"]: p for p in api.objects(PODS)}
+    on_machine: dict[str, set[str]] = {}  # DaemonSet uid -> uids of its pods running here
+    for c in running_containers(host, machine):
+        pod = pods.get(c.pod_uid)
+        owner = _owner_uid(pod) if pod and not is_terminating(pod) else None
+        if owner:
+            on_machine.setdefault(owner, set()).add(c.pod_uid)
+    problems = []
+    for ds in api.objects(DAEMONSETS):
+        name = f"{ds['metadata']['namespace']}/{ds['metadata']['name']}"
+        want = 1 if should_run(ds, node) else 0
+        have = len(on_machine.get(ds["metadata"]["uid"], set()))
+        if have != want:
+            problems.append(f"DaemonSet {name}: {have} pod(s) running on {machine}, expected {want}")
+    return problems
 
-    problems = retry(check, SETTLE)
+
+def test_one_pod_of_each_daemonset_per_matching_machine(host: Host, machine: str, api: Api) -> None:
+    problems = retry(lambda: _placement_problems(host, machine, api), SETTLE)
     assert not problems, "; ".join(problems)
+
+
+def test_added_node_gets_one_pod_of_each_daemonset(added_host: Host, api: Api) -> None:
+    machine = str(added_host.backend.get_hostname())
+    problems = retry(lambda: _placement_problems(added_host, machine, api), SETTLE_ADDED, interval=2.0)
+    assert not problems, f"added node {machine}: " + "; ".join(problems)
 
 
 def test_tainted_machine_gets_no_daemonset_pod(cluster: InfraCluster, api: Api, workloads: Workloads) -> None:

@@ -97,6 +97,17 @@ def _container_id(pod: dict[str, Any]) -> str:
     return str(statuses[0].get("containerID") or "").split("://", 1)[-1]
 
 
+def _exec(host: Host, pod: dict[str, Any], *command: str) -> tuple[int, str]:
+    """``command`` in the pod's container on its machine, through the runtime its containerID names."""
+    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+    if str(statuses[0].get("containerID") or "").startswith("docker://"):
+        docker_host = host.run("sed -n 's/^DOCKER_HOST=//p' /etc/kubelite/agent.env").stdout.strip()
+        argv = ["docker", *(["-H", docker_host] if docker_host else []), "exec", _container_id(pod), *command]
+        result = host.run(" ".join(shlex.quote(a) for a in argv))
+        return result.rc, (result.stdout + result.stderr).strip()
+    return runc(host, "exec", _container_id(pod), *command)
+
+
 def _start_probe(master: Host, cluster: InfraCluster, master_name: str, service_ip: str) -> str:
     """Start the probe; returns the route it had to add (a node without a route to the service range)."""
     route = ""
@@ -144,7 +155,7 @@ def failover(cluster: InfraCluster, api: Api, workloads: Workloads) -> Iterator[
     victim = sts["spec"]["nodeName"]
     victim_host = cluster.connect(victim)
     token = secrets.token_hex(8)
-    rc, out = runc(victim_host, "exec", _container_id(sts), "sh", "-c", f"echo {token} > /data/token")
+    rc, out = _exec(victim_host, sts, "sh", "-c", f"echo {token} > /data/token")
     assert rc == 0, f"{victim}: cannot write the StatefulSet's data: {out}"
     run = FailoverRun(
         victim, sorted(p["metadata"]["name"] for p in pods if p["metadata"]["name"].startswith("web-")
@@ -199,7 +210,7 @@ def failover(cluster: InfraCluster, api: Api, workloads: Workloads) -> Iterator[
         back = next((p for p in api.objects(PODS, ns) if p["metadata"]["name"] == "data-0" and _running_ready(p)), None)
         if back is not None:
             run.sts_node_after = back["spec"]["nodeName"]
-            rc, out = runc(cluster.connect(run.sts_node_after), "exec", _container_id(back), "cat", "/data/token")
+            rc, out = _exec(cluster.connect(run.sts_node_after), back, "cat", "/data/token")
             run.token_after = out if rc == 0 else f"(cannot read: {out})"
             break
         time.sleep(0.5)

@@ -12,6 +12,7 @@ from kubelite.agent.netns import bridge_name
 from kubelite.provision.deployer import API_PORT
 from tests.infra.cluster import Api, InfraCluster, retry
 
+SERVER_TLS = "/var/lib/kubelite/server/tls"  # the cluster CA and serving certificate (`kubelite server`)
 AGENT_PORT = 10250  # the agent's logs/exec endpoint (`kubelite agent --agent-port` default)
 LISTEN_WINDOW = 15.0  # a service can take seconds to bind after its unit started
 VENV = "/opt/kubelite/venv"
@@ -43,7 +44,12 @@ def test_api_port_listening_and_ready(host: Host, machine: str) -> None:
     def check() -> list[str]:
         if not host.socket(f"tcp://0.0.0.0:{API_PORT}").is_listening:
             return [f"nothing listens on port {API_PORT}"]
-        ready = host.run(f"python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{API_PORT}/readyz', timeout=3).status)\"")
+        # HTTPS only, its certificate checked against the cluster CA the server made (/readyz needs no credential).
+        ready = host.run(
+            "python3 -c \"import ssl, urllib.request as u; "
+            f"ctx = ssl.create_default_context(cafile='{SERVER_TLS}/ca.crt'); "
+            f"print(u.urlopen('https://127.0.0.1:{API_PORT}/readyz', timeout=3, context=ctx).status)\""
+        )
         return [] if ready.stdout.strip() == "200" else [f"/readyz on port {API_PORT} answered: {(ready.stderr or ready.stdout).strip()[-200:]}"]
 
     problems = retry(check, LISTEN_WINDOW)

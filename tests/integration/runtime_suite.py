@@ -28,7 +28,7 @@ from kubelite.agent import cgroups
 from kubelite.agent.netns import NETNS_DIR, bridge_name
 from kubelite.agent.runtime import ContainerConfig, ContainerState, ContainerStatus, Runtime, RuntimeOptions
 from kubelite.agent.runtimes import create_runtime
-from kubelite.agent.runtimes.runc import config_from_spec
+from kubelite.agent.runtimes.common import config_from_spec
 from tests.dockerd import Dockerd, docker_cli
 
 __all__ = [

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,10 @@ from kubelite.agent.runtimes.fake import FakeRuntime
 from kubelite.api.registry import ResourceType, by_path
 from kubelite.client import ApiClient, ApiError
 from kubelite.client.kubeconfig import write_kubeconfig
+from tests.conftest import free_port
 from tests.helpers import eventually
+
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 Obj = dict[str, Any]
 
@@ -33,12 +35,6 @@ def rt(plural: str) -> ResourceType:
 
 NODES, PODS, CMS, SECRETS = rt("nodes"), rt("pods"), rt("configmaps"), rt("secrets")
 PVCS, PVS = rt("persistentvolumeclaims"), rt("persistentvolumes")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Cluster:
@@ -117,9 +113,13 @@ async def test_configmap_and_secret_volumes_and_env(cluster: Cluster) -> None:
     assert read_files(vols / "cfg") == {"mode": "fast", "level": "1"}
     assert read_files(vols / "sec") == {"pw": "hunter2"}
     config = cluster.config_of("agent-0", "web", "c")
-    assert config.env == {"S_pw": "hunter2", "MODE": "fast", "POD": "web"}
+    # kubelet's service variables come too: always for default/kubernetes
+    assert {k: v for k, v in config.env.items() if not k.startswith("KUBERNETES_")} == {"S_pw": "hunter2", "MODE": "fast", "POD": "web"}
+    assert config.env["KUBERNETES_SERVICE_PORT"] == "443"
     assert config.command == ["sh", "-c", "echo fast"]
     mounts = {m.container_path: (m.host_path, m.read_only) for m in config.mounts}
+    sa_dir = mounts.pop(SA_MOUNT)[0]  # ServiceAccount admission added the token volume
+    assert (Path(sa_dir) / "token").is_file() and (Path(sa_dir) / "namespace").read_text() == "default"
     assert mounts == {"/etc/cfg": (str(vols / "cfg"), True), "/etc/sec": (str(vols / "sec"), True)}
 
     await c.patch(CMS, "cfg", {"data": {"mode": "slow", "level": None}}, "default")
@@ -174,7 +174,7 @@ async def test_claim_is_provisioned_bound_and_outlives_the_pod(cluster: Cluster)
     assert terms[0]["matchExpressions"][0]["values"] == ["agent-1"]
     assert storage.is_dir()
     config = cluster.config_of("agent-1", "db", "c")
-    assert [(m.container_path, m.host_path) for m in config.mounts] == [("/data", str(storage))]
+    assert [(m.container_path, m.host_path) for m in config.mounts if m.container_path != SA_MOUNT] == [("/data", str(storage))]
 
     (storage / "keep.txt").write_text("survives")
     await c.delete(PODS, "db", "default")

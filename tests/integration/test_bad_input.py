@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ServerProcess
+from tests.fuzz_strategies import CM, DEPLOY, json_values, manifest_like, paths
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +34,6 @@ def assert_status(resp: httpx.Response, code: int, *needles: str) -> dict[str, A
     for needle in needles:
         assert needle in body["message"], body["message"]
     return body
-
-
-CM = "/api/v1/namespaces/default/configmaps"
-DEPLOY = "/apis/apps/v1/namespaces/default/deployments"
 
 
 def deployment(**spec_overrides: Any) -> dict[str, Any]:
@@ -103,25 +100,6 @@ def test_stale_update_conflicts(http: httpx.Client) -> None:
 
 def test_garbage_continue_token(http: httpx.Client) -> None:
     assert_status(http.get(CM, params={"continue": "bm90LWpzb24"}), 400, "continue")
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
-    max_leaves=12,
-)
-paths = st.sampled_from(
-    [
-        CM, CM + "/fz", DEPLOY, DEPLOY + "/fz", DEPLOY + "/fz/scale", DEPLOY + "/fz/status",
-        "/api/v1/namespaces", "/api/v1/nodes", "/api/v1/nodes/fz", "/api/v1/namespaces/default/pods",
-        "/api/v1/namespaces/default/pods/fz/binding", "/api/v1/namespaces/default/services",
-        "/apis/coordination.k8s.io/v1/namespaces/default/leases", "/api/v1/namespaces/default/secrets",
-    ]
-)  # fmt: skip
-manifest_like = st.fixed_dictionaries(
-    {"metadata": st.fixed_dictionaries({"name": st.sampled_from(["fz", "FZ", "", "a.b", "-x"])}, optional={"labels": json_values})},
-    optional={"spec": json_values, "data": json_values, "status": json_values, "kind": st.text(max_size=12), "apiVersion": st.text(max_size=12)},
-)
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))

@@ -198,9 +198,10 @@ def test_get_yaml_and_json(cli: Cli, web: str) -> None:
     listed = yaml.safe_load(cli.ok("get", "cm", "-n", web, "-o", "yaml"))
     assert listed["kind"] == "List"
     assert listed["apiVersion"] == "v1"
-    assert [i["metadata"]["name"] for i in listed["items"]] == ["web-content"]
-    assert listed["items"][0]["kind"] == "ConfigMap"
-    assert listed["items"][0]["data"]["index.html"] == "<h1>hello from kubelite</h1>\n"
+    # Every namespace also holds the cluster CA as kube-root-ca.crt, as in Kubernetes.
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["kube-root-ca.crt", "web-content"]
+    assert listed["items"][1]["kind"] == "ConfigMap"
+    assert listed["items"][1]["data"]["index.html"] == "<h1>hello from kubelite</h1>\n"
 
     one = json.loads(cli.ok("get", "deploy", "web", "-n", web, "-o", "json"))
     assert (one["kind"], one["apiVersion"], one["metadata"]["name"]) == ("Deployment", "apps/v1", "web")
@@ -304,7 +305,10 @@ def test_delete_all_and_selector(cli: Cli, ns: str) -> None:
     assert cli.ok("delete", "cm", "-l", "tier=x", "-n", ns).splitlines() == [
         'configmap "a" deleted', 'configmap "b" deleted',
     ]
-    assert cli.ok("delete", "cm", "--all", "-n", ns).splitlines() == ['configmap "c" deleted']
+    # (kube-root-ca.crt is in every namespace, as in Kubernetes)
+    assert cli.ok("delete", "cm", "--all", "-n", ns).splitlines() == [
+        'configmap "c" deleted', 'configmap "kube-root-ca.crt" deleted',
+    ]
 
 
 # --- errors: one line on stderr, exit 1 ----------------------------------------------------------

@@ -119,7 +119,7 @@ async def test_list_selectors_and_all_namespaces(api: ApiClient, ns: str) -> Non
     by_name = await api.list(CM, ns, field_selector="metadata.name=b")
     assert [i["metadata"]["name"] for i in by_name["items"]] == ["b"]
     everywhere = await api.list(CM, None, field_selector=f"metadata.namespace={ns}")
-    assert {i["metadata"]["name"] for i in everywhere["items"]} == {"a", "b"}
+    assert {i["metadata"]["name"] for i in everywhere["items"]} == {"a", "b", "kube-root-ca.crt"}
     with pytest.raises(ApiError) as bad:
         await api.list(CM, ns, label_selector="tier in (web")
     assert bad.value.code == 400
@@ -207,20 +207,20 @@ async def test_informer_cache_handlers_and_index(api: ApiClient, ns: str) -> Non
     assert not informer.has_synced
     async with running(informer):
         assert informer.has_synced
-        assert rec.events == [("add", "pre")]
+        assert rec.events == [("add", "kube-root-ca.crt"), ("add", "pre")]
         pre = informer.get(ns, "pre")
         assert pre is not None and pre["kind"] == "ConfigMap"
 
         late = Recorder()  # a handler added after sync is told about what is cached
         informer.add_handler(late.on_add)
-        assert late.events == [("add", "pre")]
+        assert late.events == [("add", "kube-root-ca.crt"), ("add", "pre")]
 
         await asyncio.sleep(1.5)  # past the first watch's timeout: events must still arrive
         await api.create(CM, cm("new", {"app": "y"}), namespace=ns)
         await api.patch(CM, "pre", {"metadata": {"labels": {"app": "y"}}}, ns)
         await api.delete(CM, "new", ns)
-        await wait_until(lambda: len(rec.events) == 4, what="informer events")
-        assert rec.events == [("add", "pre"), ("add", "new"), ("update", "pre"), ("delete", "new")]
+        await wait_until(lambda: len(rec.events) == 5, what="informer events")
+        assert rec.events == [("add", "kube-root-ca.crt"), ("add", "pre"), ("add", "new"), ("update", "pre"), ("delete", "new")]
         assert informer.get(ns, "new") is None
         assert [o["metadata"]["name"] for o in informer.by_index("app", "y")] == ["pre"]
         assert informer.by_index("app", "x") == []
@@ -262,7 +262,7 @@ async def test_informer_relists_after_outage_and_emits_the_difference(
         informer.add_handler(rec.on_add, rec.on_update, rec.on_delete)
         with caplog.at_level(logging.INFO, logger="kubelite.client.informer"):
             async with running(informer):
-                assert sorted(e[1] for e in rec.events) == ["change", "keep", "remove"]
+                assert sorted(e[1] for e in rec.events) == ["change", "keep", "kube-root-ca.crt", "remove"]
                 rec.events.clear()
                 first.stop(signal.SIGTERM)
 
@@ -282,7 +282,7 @@ async def test_informer_relists_after_outage_and_emits_the_difference(
                 try:
                     await wait_until(lambda: len(rec.events) == 3, limit=15, what="diff after relist")
                     assert sorted(rec.events) == [("add", "added"), ("delete", "remove"), ("update", "change")]
-                    assert sorted(o["metadata"]["name"] for o in informer.list()) == ["added", "change", "keep"]
+                    assert sorted(o["metadata"]["name"] for o in informer.list()) == ["added", "change", "keep", "kube-root-ca.crt"]
                     changed = informer.get("outage", "change")
                     assert changed is not None and changed["data"] == {"v": "2"}
                     # And the watch resumed after the relist.

@@ -1,7 +1,8 @@
 """`kubelite cluster` end to end on systemd-nspawn machines (the embedded default), as root.
 
 One cluster for the module, its steps in order: up (1 master + 2 workers, all Ready), a second up
-that reports no changes, a DaemonSet on every node, add-node (the new worker gets its pod),
+that reports no changes, the secrets kept secret (issue #10, helpers in test_provision_secrets.py:
+nothing printed or logged, 0600 files, kubectl over https, 401 without credentials), a DaemonSet on every node, add-node (the new worker gets its pod),
 remove-node (drained and gone), the ssh provider over the same machines as existing hosts (no
 machine created), and down, after which no machine, process, bridge, mount, iptables rule or
 route of the cluster is left. The node image is cached under .cache/ (first build ~30 s).
@@ -12,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,9 @@ import yaml
 
 from kubelite.client import ApiClient, load_kubeconfig
 from kubelite.controllers.base import DAEMONSETS, NODES, PODS
+from kubelite.provision.state import SECRET_FILES
 from tests.helpers import eventually
+from tests.integration.test_provision_secrets import leaks, mode, secret_values, shown_files
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "kltest"
@@ -49,6 +55,7 @@ class Cluster:
         self.state_root = state_root
         self.spec_file = spec_file
         self.env = {**os.environ, "KUBELITE_STATE_DIR": str(state_root)}
+        self.printed: list[str] = []  # everything `kubelite cluster ...` printed, for the secrets check
 
     @property
     def dir(self) -> Path:
@@ -57,7 +64,12 @@ class Cluster:
     def cli(self, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([sys.executable, "-m", "kubelite", "cluster", *args], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        self.printed.append(f"$ kubelite cluster {' '.join(args)}\n{proc.stdout}{proc.stderr}")
         return proc
+
+    def on(self, node: str, command: str) -> str:
+        """``command`` run on ``node`` through `kubelite cluster ssh` (the provider's way in)."""
+        return self.ok("ssh", NAME, node, command)
 
     def ok(self, *args: str) -> str:
         proc = self.cli(*args)
@@ -137,6 +149,63 @@ def test_up_brings_all_nodes_ready(cluster: Cluster) -> None:
 def test_second_up_reports_no_changes(cluster: Cluster) -> None:
     out = cluster.ok("up", str(cluster.spec_file))
     assert f"cluster {NAME}: 3 node(s) Ready, no changes" in " ".join(out.split())
+
+
+def test_no_secret_in_output_logs_or_state(cluster: Cluster) -> None:
+    secrets = secret_values(cluster.dir)
+    sources = {f"output of `{out.splitlines()[0][2:]}`": out for out in cluster.printed}
+    # pyinfra's log and JSON results (every operation's arguments) are among the state dir's files.
+    assert {f"deploy-{p}.{ext}" for p in ("packages", "control-plane", "agents") for ext in ("log", "json")} <= {
+        p.name for p in shown_files(cluster.dir)}  # fmt: skip
+    sources |= {f"state file {p.name}": p.read_text(errors="replace") for p in shown_files(cluster.dir)}
+    for m in cluster.machines():
+        sources[f"{m['name']}: kubelite journals"] = cluster.on(
+            m["name"], "journalctl -u kubelite-server -u kubelite-agent --no-pager -o cat")
+        sources[f"{m['name']}: process command lines"] = cluster.on(m["name"], "ps -eo args")
+    assert sum("kubelite agent" in text for text in sources.values()) >= 3  # the journals and ps were read
+    found = {where: what for where, text in sources.items() if (what := leaks(text, secrets))}
+    assert found == {}, f"secrets shown: {found}"
+
+
+def test_credentials_are_0600_on_the_machines_and_here(cluster: Cluster) -> None:
+    listing = "stat -c '%a %U %n' /etc/kubelite/*.env $(find /var/lib/kubelite -name '*.key' -o -name token -o -name kubeconfig -o -name kubeconfig.yaml -o -name node-password)"
+    for m in cluster.machines():
+        files = {line.split()[2]: line.split()[:2] for line in cluster.on(m["name"], listing).splitlines() if line.strip()}
+        expected = {"/etc/kubelite/agent.env", "/var/lib/kubelite/agent/kubeconfig",
+                    "/var/lib/kubelite/agent/tls/client.key", "/var/lib/kubelite/agent/tls/serving.key"}  # fmt: skip
+        if m["role"] == "master":
+            expected |= {"/etc/kubelite/server.env", "/var/lib/kubelite/server/token", "/var/lib/kubelite/server/tls/ca.key",
+                         "/var/lib/kubelite/server/tls/server.key", "/var/lib/kubelite/server/tls/admin.key"}  # fmt: skip
+        assert expected <= set(files), f"{m['name']}: missing {sorted(expected - set(files))}"
+        loose = {path: perm for path, perm in files.items() if perm != ["600", "root"]}
+        assert loose == {}, f"{m['name']}: credentials not 0600 root: {loose}"
+    assert mode(cluster.dir) == 0o700
+    here = {name: oct(mode(cluster.dir / name)) for name in SECRET_FILES if (cluster.dir / name).exists()}
+    assert here == {name: "0o600" for name in SECRET_FILES}, here
+
+
+def test_kubectl_lists_the_nodes_over_https_with_the_fetched_kubeconfig(cluster: Cluster) -> None:
+    kubeconfig = cluster.dir / "kubeconfig"
+    assert cluster.ok("kubeconfig", NAME, "--path").strip() == str(kubeconfig)
+    master = next(m for m in cluster.machines() if m["role"] == "master")
+    assert load_kubeconfig(str(kubeconfig)).server == f"https://{master['address']}:6443"
+    proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", "nodes", "-o", "name"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.split()) == sorted(f"node/{m['name']}" for m in cluster.machines())
+
+
+def test_anonymous_request_to_the_api_is_refused(cluster: Cluster) -> None:
+    config = load_kubeconfig(str(cluster.dir / "kubeconfig"))
+    assert config.ca_data is not None
+    verified = ssl.create_default_context(cadata=config.ca_data.decode())  # the cluster CA, no client cert
+    with urllib.request.urlopen(config.server + "/readyz", context=verified, timeout=10) as r:
+        assert r.status == 200  # the health endpoints stay open
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(config.server + "/api/v1/nodes", context=verified, timeout=10)
+    assert refused.value.code == 401
+    with pytest.raises(OSError):  # no plain HTTP on the API port
+        urllib.request.urlopen(config.server.replace("https://", "http://") + "/api/v1/nodes", timeout=10)
 
 
 async def _ds_pods(cluster: Cluster) -> dict[str, str]:

@@ -27,7 +27,7 @@ from kubelite.controllers.base import CONFIGMAPS, DEPLOYMENTS, LEASES, NAMESPACE
 from kubelite.controllers.leaderelection import LeaderElectionConfig, LeaderElector
 from tests.conftest import ServerProcess, start_server
 from tests.etcd_cluster import EtcdCluster, start_cluster
-from tests.helpers import eventually
+from tests.helpers import eventually, stop_processes
 from tests.integration.test_etcd import deployment
 
 ELECTION = [
@@ -87,12 +87,7 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HACluster]:
         yield HACluster(etcd, servers, agent)
     finally:
         if agent is not None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+            stop_processes(agent)
         for s in servers:
             s.stop()
         etcd.stop()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ import pytest
 from kubelite.agent import HollowNodes
 from kubelite.api.registry import by_path
 from kubelite.client import ApiClient, ApiError
+from tests.helpers import eventually as polled
+from tests.helpers import stop_processes
 
 NODES = by_path("", "v1", "nodes")
 PODS = by_path("", "v1", "pods")
@@ -23,20 +25,8 @@ LEASES = by_path("coordination.k8s.io", "v1", "leases")
 assert NODES and PODS and LEASES
 
 
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout: float = 10) -> Any:
-    """Poll ``fn`` until it returns something truthy without raising; its last error fails the test."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: BaseException | None = None
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            result = await fn()
-            if result:
-                return result
-            last = None
-        except (AssertionError, ApiError) as e:
-            last = e
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s: {last!r}")
+# A hollow node still coming up answers NotFound or fails an assertion: that is "not yet".
+eventually = functools.partial(polled, interval=0.1, retry_on=(AssertionError, ApiError))
 
 
 def _ready(node: dict[str, Any]) -> bool:
@@ -264,11 +254,6 @@ def test_cli_hollow_nodes_register(apiserver: Any, tmp_path: Path) -> None:
             time.sleep(0.2)
         assert names == ["cli-hollow-0", "cli-hollow-1"], (tmp_path / "agent.log").read_text()
     finally:
-        proc.terminate()
-        try:
-            code = proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
+        stop_processes(proc)
         log.close()
-    assert code == 0, (tmp_path / "agent.log").read_text()
+    assert proc.returncode == 0, (tmp_path / "agent.log").read_text()

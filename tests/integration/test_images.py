@@ -18,6 +18,7 @@ from kubelite.images import RegistryNotFoundError, parse_ref
 from kubelite.images.build import assemble, build_image
 from kubelite.images.registry import RegistryClient, push_archive
 from tests.conftest import free_port
+from tests.helpers import stop_processes
 from tests.integration.test_cli import _kubelite_cmd
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")  # apt: docker-registry
@@ -53,8 +54,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         REGISTRY_DATA[addr] = tmp / "data"
         yield addr
     finally:
-        os.kill(proc.pid, 15)
-        proc.wait(timeout=10)
+        stop_processes(proc)
         log.close()
 
 

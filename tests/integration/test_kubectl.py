@@ -14,10 +14,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import pytest
 import yaml
 
 from tests.conftest import ServerProcess, start_server
+from tests.helpers import eventually_sync as eventually
+from tests.helpers import stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_KUBECTL = ROOT / ".cache" / "kubectl" / "kubectl-1.20"
@@ -71,17 +72,6 @@ def _kubectl_params() -> list[Any]:
     return params
 
 
-def eventually(fn: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 @dataclass
 class Cluster:
     server: ServerProcess
@@ -115,19 +105,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         def ready_nodes() -> int:
             _code, nodes = c.http("GET", "/api/v1/nodes")
             return sum(
-                any(cond["type"] == "Ready" and cond["status"] == "True" for cond in n["status"].get("conditions", []))
+                any(cond["type"] == "Ready" and cond["status"] == "True" for cond in (n.get("status") or {}).get("conditions", []))
                 for n in nodes["items"]
             )
 
         eventually(lambda: ready_nodes() == 2, 30, "two Ready hollow nodes")
         yield c
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(10)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        stop_processes(agent)
         agent_log.close()
         server.stop()
 

@@ -40,6 +40,7 @@ from kubernetes.client.rest import ApiException
 
 from kubelite.agent.runtime import LABEL_POD_NAME, LABEL_POD_NAMESPACE
 from tests.conftest import ServerProcess, start_server
+from tests.helpers import eventually_sync, stop_processes
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -64,18 +65,9 @@ def sh(*argv: str, check: bool = True, input_: str | None = None, timeout: float
     return proc.stdout
 
 
-def eventually(fn: Callable[[], T | None], timeout: float = 30, interval: float = 0.2, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (AssertionError, ApiException) as e:
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what or fn.__name__}: last={last!r}")
+def eventually(fn: Callable[[], T | None], timeout: float = 30, what: str = "condition") -> T:
+    # The kubernetes client raises ApiException for a transient answer (a pod not created yet).
+    return eventually_sync(fn, timeout, what, retry_on=(AssertionError, ApiException))
 
 
 @dataclass
@@ -111,20 +103,17 @@ class Cluster:
         log = open(self.tmp / f"agent-{node.name}.log", "ab")
         node.agent = subprocess.Popen(
             ["nsenter", "-t", str(node.holder.pid), "-m", "-n", sys.executable, "-m", "kubelite", "agent",
-             "--server", f"http://{GATEWAY}:{self.server.port}", "--node-name", node.name, "--node-ip", node.ip,
+             # The real join: HTTPS to the node-reachable address, the token, a node credential back.
+             "--server", f"https://{GATEWAY}:{self.server.https_port}", "--node-name", node.name, "--node-ip", node.ip,
              "--data-dir", str(node.data_dir), "--cluster-cidr", CLUSTER_CIDR, "--agent-port", "0",
              "--heartbeat-interval", "1", "--network-sync-period", "2", *self.agent_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "KUBELITE_TOKEN": self.server.token},
         )  # fmt: skip
 
     def stop_agent(self, node: Node, sig: int = signal.SIGTERM) -> None:
-        if node.agent is not None and node.agent.poll() is None:
-            node.agent.send_signal(sig)
-            try:
-                node.agent.wait(20)
-            except subprocess.TimeoutExpired:
-                node.agent.kill()
-                node.agent.wait()
+        if node.agent is not None:
+            stop_processes(node.agent, sig=sig, timeout=20)
         node.agent = None
 
     def container_id(self, node: Node, ns: str, pod: str) -> str:
@@ -206,7 +195,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for node in nodes.values():
             sh(sys.executable, "-m", "kubelite", "image", "import", str(image_tar), "--data-dir", str(node.data_dir))
         server = start_server(tmp / "server", extra_args=[
-            "--bind-address", "0.0.0.0", "--cluster-cidr", CLUSTER_CIDR, "--service-cidr", SERVICE_CIDR,
+            "--bind-address", "0.0.0.0", "--tls-san", GATEWAY, "--cluster-cidr", CLUSTER_CIDR, "--service-cidr", SERVICE_CIDR,
         ])  # fmt: skip
         c = Cluster(server, config.new_client_from_config(config_file=str(server.kubeconfig)), nodes, tmp)
         for node in nodes.values():

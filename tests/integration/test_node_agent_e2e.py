@@ -35,7 +35,7 @@ from kubelite.client import ApiClient, ApiError
 from kubelite.controllers.base import CONFIGMAPS, PODS, STATEFULSETS
 from tests.conftest import ServerProcess, start_server
 from tests.dockerd import docker_cli, dockerd  # noqa: F401 - dockerd: the session fixture of the docker agent
-from tests.helpers import eventually
+from tests.helpers import eventually, stop_processes
 from tests.integration.runtime_suite import (
     Harness,
     cgroup_of,
@@ -91,13 +91,8 @@ class Cluster:
         self.wait_node_ready()
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.send_signal(sig)
-            try:
-                self.agent.wait(20)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait()
+        if self.agent is not None:
+            stop_processes(self.agent, sig=sig, timeout=20)
         self.agent = None
 
     def log(self) -> str:

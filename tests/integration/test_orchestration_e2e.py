@@ -10,17 +10,17 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client, config, watch
 
 from tests.conftest import ServerProcess, start_server
-
-T = TypeVar("T")
+from tests.helpers import eventually_sync as eventually
+from tests.helpers import stop_processes
 
 # Short failure-detection settings so the failover test stays quick; the defaults are 10 s / 5 s / 30 s.
 SERVER_ARGS = [
@@ -51,29 +51,11 @@ class Cluster:
         proc.wait()
 
     def stop(self) -> None:
-        for proc in self.agents.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.agents.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(*self.agents.values())
         self.api.close()
         self.server.stop()
 
 
-def eventually(fn: Callable[[], T | None], timeout: float = 30, interval: float = 0.2, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except AssertionError as e:
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what or fn.__name__}: last={last!r}")
 
 
 def ready_nodes(api: client.ApiClient) -> list[str]:

@@ -254,7 +254,7 @@ _AGENT = textwrap.dedent("""
     from pathlib import Path
     from kubelite.agent.runtime import RuntimeOptions
     from kubelite.agent.runtimes import create_runtime
-    from kubelite.agent.runtimes.runc import config_from_spec
+    from kubelite.agent.runtimes.common import config_from_spec
 
     async def main():
         name, data_dir, cidr, pod, image = sys.argv[1], Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]

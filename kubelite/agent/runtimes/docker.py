@@ -74,14 +74,15 @@ from kubelite.agent.runtime import (
     container_labels,
     sandbox_labels,
 )
-from kubelite.agent.runtimes.common import StoreBackedImages
-from kubelite.agent.runtimes.runc import (
+from kubelite.agent.runtimes.common import (
     DEFAULT_CAPABILITIES,
-    _capabilities,
-    _read_json,
-    _resolv_conf,
+    StoreBackedImages,
     config_from_spec,
+    container_capabilities,
+    pod_hostname,
+    read_json_object,
     resolve_args,
+    write_pod_dns_files,
 )
 from kubelite.agent.shim import write_json_atomic
 from kubelite.images.build import build_busybox
@@ -419,7 +420,7 @@ class DockerRuntime(StoreBackedImages[ImageStore], Runtime):
     def _sandbox_info(self, item: Obj) -> PodSandbox:
         sid = str(item["Id"])
         labels = dict(item.get("Labels") or {})
-        meta = _read_json(self._sandbox_dir(sid) / "meta.json") or {}
+        meta = read_json_object(self._sandbox_dir(sid) / "meta.json") or {}
         ready = item.get("State") == "running" and self.network.pod_netns_exists(sid)
         created = dt.datetime.fromtimestamp(int(item.get("Created") or 0), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return PodSandbox(
@@ -437,7 +438,7 @@ class DockerRuntime(StoreBackedImages[ImageStore], Runtime):
         m = pod.get("metadata") or {}
         spec = pod.get("spec") or {}
         uid = str(m.get("uid", ""))
-        hostname = str(spec.get("hostname") or m.get("name") or "pod")[:63]
+        hostname = pod_hostname(pod)
         pause = await self._pause_image()
         body: Obj = {
             "Image": pause,
@@ -464,12 +465,7 @@ class DockerRuntime(StoreBackedImages[ImageStore], Runtime):
             # Name the sandbox's netns so NodeNetwork sets it up exactly as for runc.
             await run_command("ip", "netns", "attach", netns_name(sid), str(pid))
             net = await self.network.setup_pod(sid)
-            (d / "hosts").write_text(
-                f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{net.ip}\t{hostname}\n"
-            )
-            cluster_dns = (self.options.cluster_dns or net.gateway) if self.options.cluster_domain else None
-            (d / "resolv.conf").write_text(_resolv_conf(spec, str(m.get("namespace", "")), cluster_dns,
-                                                        self.options.cluster_domain))
+            write_pod_dns_files(d, spec, str(m.get("namespace", "")), hostname, net, self.options)
             write_json_atomic(d / "meta.json", {"ip": net.ip, "hostname": hostname})
         except (CommandError, OSError, RuntimeError, RuntimeFailure) as e:
             await self.remove_pod_sandbox(sid)
@@ -561,7 +557,7 @@ class DockerRuntime(StoreBackedImages[ImageStore], Runtime):
             cpu_request_millis=config.cpu_request_millis, cpu_limit_millis=config.cpu_limit_millis,
             memory_limit_bytes=config.memory_limit_bytes, pids_limit=self.pids_limit,
         )
-        caps = set(_capabilities(container, config.privileged))
+        caps = set(container_capabilities(container, config.privileged))
         sc = container.get("securityContext") or {}
         pod_sc = spec.get("securityContext") or {}
         host: Obj = {
@@ -719,7 +715,7 @@ class DockerRuntime(StoreBackedImages[ImageStore], Runtime):
         task = self._followers.get(cid)
         if task is not None and not task.done():
             return
-        if (_read_json(self._pos_file(cid)) or {}).get("done"):
+        if (read_json_object(self._pos_file(cid)) or {}).get("done"):
             self._logs_done.add(cid)
             return
         task = asyncio.get_running_loop().create_task(self._copy_logs(cid, path), name=f"docker-logs-{cid[:12]}")
@@ -728,7 +724,7 @@ class DockerRuntime(StoreBackedImages[ImageStore], Runtime):
 
     async def _copy_logs(self, cid: str, path: Path) -> None:
         """Stream dockerd's copy of the container's output into its CRI log file, resumably."""
-        pos = _read_json(self._pos_file(cid)) or {}
+        pos = read_json_object(self._pos_file(cid)) or {}
         since = int(pos.get("sinceNs") or 0)
         params = {"follow": "1", "stdout": "1", "stderr": "1", "timestamps": "1"}
         if since:

@@ -61,18 +61,24 @@ from kubelite.agent.runtime import (
     container_labels,
     sandbox_labels,
 )
-from kubelite.agent.runtimes.common import ImageSource, StoreBackedImages
+from kubelite.agent.runtimes.common import (
+    ImageSource,
+    StoreBackedImages,
+    config_from_spec,
+    container_capabilities,
+    pod_hostname,
+    read_json_object,
+    resolve_args,
+    write_pod_dns_files,
+)
 from kubelite.agent.shim import write_json_atomic
 from kubelite.images.oci import merge_layers
 
 __all__ = [
-    "DEFAULT_CAPABILITIES",
     "Image",
     "ImageSource",
     "RuncRuntime",
-    "config_from_spec",
     "oci_spec",
-    "resolve_args",
     "resolve_user",
 ]
 
@@ -81,19 +87,6 @@ Obj = dict[str, Any]
 
 _SHIM = Path(__file__).resolve().parent.parent / "shim.py"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Docker's default capability set (what Kubernetes pods get unless securityContext says otherwise).
-DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
-ALL_CAPABILITIES = (
-    *DEFAULT_CAPABILITIES, "CAP_DAC_READ_SEARCH", "CAP_LINUX_IMMUTABLE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_LEASE",
-    "CAP_AUDIT_CONTROL", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-)
 # runc's `runc spec` defaults: kernel interfaces a container must not read or write.
 MASKED_PATHS = (
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
@@ -125,29 +118,6 @@ class Image(Protocol):
 
 
 # --- the OCI spec -------------------------------------------------------------------------------
-
-
-def resolve_args(config: ContainerConfig, image_config: Mapping[str, Any]) -> list[str]:
-    """Kubernetes' rule: ``command`` replaces the image Entrypoint (and drops its Cmd); ``args``
-    replace the Cmd."""
-    if config.command:
-        return [*config.command, *config.args]
-    return [*(image_config.get("Entrypoint") or []), *(config.args or image_config.get("Cmd") or [])]
-
-
-def config_from_spec(container: Obj, env: Mapping[str, str], mounts: Sequence[Mount]) -> ContainerConfig:
-    """A ContainerConfig from the raw spec container, for callers that pass none."""
-    sc = container.get("securityContext") or {}
-    res = cgroups.resource_values(container)
-    return ContainerConfig(
-        name=str(container.get("name", "")), image=str(container.get("image", "")),
-        command=list(container.get("command") or []), args=list(container.get("args") or []),
-        env=dict(env), mounts=list(mounts), working_dir=str(container.get("workingDir") or ""),
-        cpu_request_millis=res["cpu_request_millis"], cpu_limit_millis=res["cpu_limit_millis"],
-        memory_request_bytes=res["memory_request_bytes"], memory_limit_bytes=res["memory_limit_bytes"],
-        run_as_user=sc.get("runAsUser"), run_as_group=sc.get("runAsGroup"),
-        privileged=bool(sc.get("privileged")), read_only_root_filesystem=bool(sc.get("readOnlyRootFilesystem")),
-    )
 
 
 def _lookup(rootfs: Path, db: str, key: str, *, by_name: bool) -> list[str] | None:
@@ -192,19 +162,6 @@ def resolve_user(pod: Obj, config: ContainerConfig, image_config: Mapping[str, A
     return out
 
 
-def _capabilities(container: Obj, privileged: bool) -> list[str]:
-    if privileged:
-        return list(ALL_CAPABILITIES)
-    sc = container.get("securityContext") or {}
-    caps = (sc.get("capabilities") or {}) if isinstance(sc.get("capabilities"), dict) else {}
-    norm = [("CAP_" + c.upper().removeprefix("CAP_")) for c in caps.get("add") or []]
-    drop = {("CAP_" + c.upper().removeprefix("CAP_")) for c in caps.get("drop") or []}
-    chosen = list(ALL_CAPABILITIES) if "CAP_ALL" in norm else [*DEFAULT_CAPABILITIES, *norm]
-    if "CAP_ALL" in drop:
-        chosen = [c for c in norm if c != "CAP_ALL"]
-    return sorted({c for c in chosen if c not in drop and c != "CAP_ALL"})
-
-
 def oci_spec(
     *,
     pod: Obj,
@@ -230,7 +187,7 @@ def oci_spec(
     merged.setdefault("PATH", DEFAULT_PATH)
     merged["HOSTNAME"] = hostname
     merged.update(config.env)
-    caps = _capabilities(container, config.privileged)
+    caps = container_capabilities(container, config.privileged)
     sc = container.get("securityContext") or {}
     oci_mounts: list[Obj] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -321,14 +278,6 @@ def _pid_alive(pid: int) -> bool:
     return False
 
 
-def _read_json(path: Path) -> Obj | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
@@ -409,7 +358,7 @@ class RuncRuntime(StoreBackedImages[ImageSource], Runtime):
     # --- sandboxes ---
 
     def _sandbox_meta(self, sid: str) -> Obj | None:
-        return _read_json(self.paths.sandbox(sid) / "meta.json")
+        return read_json_object(self.paths.sandbox(sid) / "meta.json")
 
     def _sandbox_info(self, sid: str, meta: Obj) -> PodSandbox:
         ready = not meta.get("stopped") and self.network.pod_netns_exists(sid)
@@ -425,7 +374,7 @@ class RuncRuntime(StoreBackedImages[ImageSource], Runtime):
         sid = uuid.uuid4().hex
         d = self.paths.sandbox(sid)
         d.mkdir(parents=True)
-        hostname = str(spec.get("hostname") or m.get("name") or "pod")[:63]
+        hostname = pod_hostname(pod)
         meta: Obj = {
             "uid": str(m.get("uid", "")), "namespace": str(m.get("namespace", "")), "name": str(m.get("name", "")),
             "hostname": hostname, "createdAt": _now(), "labels": sandbox_labels(pod),
@@ -436,13 +385,7 @@ class RuncRuntime(StoreBackedImages[ImageSource], Runtime):
             meta["ip"] = net.ip
             write_json_atomic(d / "meta.json", meta)
             (d / "hostname").write_text(hostname + "\n")
-            (d / "hosts").write_text(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                f"{net.ip}\t{hostname}\n"
-            )
-            cluster_dns = (self.options.cluster_dns or net.gateway) if self.options.cluster_domain else None
-            (d / "resolv.conf").write_text(_resolv_conf(spec, str(meta["namespace"]), cluster_dns,
-                                                        self.options.cluster_domain))
+            write_pod_dns_files(d, spec, str(meta["namespace"]), hostname, net, self.options)
             (d / "ipc").touch()
             await run_command("unshare", f"--ipc={d / 'ipc'}", "true")
         except (CommandError, OSError, RuntimeError) as e:
@@ -491,7 +434,7 @@ class RuncRuntime(StoreBackedImages[ImageSource], Runtime):
     # --- containers ---
 
     def _container_meta(self, cid: str) -> Obj:
-        meta = _read_json(self.paths.container(cid) / "meta.json")
+        meta = read_json_object(self.paths.container(cid) / "meta.json")
         if meta is None:
             raise NotFoundError(f"container {cid} not found")
         return meta
@@ -597,7 +540,7 @@ class RuncRuntime(StoreBackedImages[ImageSource], Runtime):
 
     def _state(self, cid: str) -> tuple[ContainerState, Obj | None]:
         d = self.paths.container(cid)
-        exit_info = _read_json(d / "exit.json")
+        exit_info = read_json_object(d / "exit.json")
         if exit_info is not None:
             return ContainerState.EXITED, exit_info
         init_pid = _read_int(d / "init.pid")
@@ -613,7 +556,7 @@ class RuncRuntime(StoreBackedImages[ImageSource], Runtime):
     async def list_containers(self) -> list[ContainerInfo]:
         out: list[ContainerInfo] = []
         for d in sorted((self.paths.root / "containers").iterdir()):
-            meta = _read_json(d / "meta.json")
+            meta = read_json_object(d / "meta.json")
             if meta is None or "labels" not in meta:
                 continue
             state, _ = self._state(d.name)
@@ -625,7 +568,7 @@ class RuncRuntime(StoreBackedImages[ImageSource], Runtime):
         meta = self._container_meta(container_id)
         d = self.paths.container(container_id)
         state, exit_info = self._state(container_id)
-        started = (_read_json(d / "started.json") or {}).get("startedAt")
+        started = (read_json_object(d / "started.json") or {}).get("startedAt")
         base = ContainerStatus(id=container_id, state=state, created_at=meta["createdAt"], started_at=started,
                                image=meta["image"], image_id=meta.get("imageId", ""))
         if state is not ContainerState.EXITED:
@@ -672,7 +615,7 @@ class RuncRuntime(StoreBackedImages[ImageSource], Runtime):
         d = self.paths.container(container_id)
         if not d.exists():
             return
-        meta = _read_json(d / "meta.json") or {}
+        meta = read_json_object(d / "meta.json") or {}
         if (d / "created").exists() and self._state(container_id)[0] is not ContainerState.EXITED:
             await self.stop_container(container_id, 0)
         await self._runc("delete", "--force", container_id, check=False)
@@ -689,7 +632,7 @@ class RuncRuntime(StoreBackedImages[ImageSource], Runtime):
     # --- streaming ---
 
     def log_path(self, container_id: str) -> Path:
-        meta = _read_json(self.paths.container(container_id) / "meta.json") or {}
+        meta = read_json_object(self.paths.container(container_id) / "meta.json") or {}
         return Path(meta.get("logPath") or self.paths.container(container_id) / "container.log")
 
     async def exec(self, container_id: str, command: list[str], timeout: float | None = None) -> ExecResult:
@@ -747,41 +690,4 @@ def _runc_error(bundle: Path) -> str:
                 if entry.get("level") in ("error", "fatal"):
                     msg = str(entry.get("msg", ""))
     return msg
-
-
-def _resolv_conf(spec: Obj, namespace: str = "", cluster_dns: str | None = None,
-                 cluster_domain: str | None = None) -> str:
-    """dnsPolicy None: only dnsConfig; ClusterFirst (the default) with cluster DNS on: the cluster DNS
-    and its search path; otherwise the host's resolver; dnsConfig is added in every case."""
-    cfg = spec.get("dnsConfig") or {}
-    servers: list[str] = []
-    searches: list[str] = []
-    options: list[str] = []
-    policy = spec.get("dnsPolicy") or "ClusterFirst"
-    if cluster_dns and cluster_domain and policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
-        servers.append(cluster_dns)
-        searches += [f"{namespace}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain]
-        options.append("ndots:5")
-    elif policy != "None":
-        with contextlib.suppress(OSError):
-            for line in Path("/etc/resolv.conf").read_text().splitlines():
-                fields = line.split()
-                if not fields:
-                    continue
-                if fields[0] == "nameserver" and len(fields) > 1:
-                    servers.append(fields[1])
-                elif fields[0] == "search":
-                    searches.extend(fields[1:])
-                elif fields[0] == "options":
-                    options.extend(fields[1:])
-    servers += [str(s) for s in cfg.get("nameservers") or []]
-    searches += [str(s) for s in cfg.get("searches") or []]
-    for o in cfg.get("options") or []:
-        options.append(f"{o['name']}:{o['value']}" if o.get("value") is not None else str(o.get("name")))
-    lines = [f"nameserver {s}" for s in dict.fromkeys(servers)]
-    if searches:
-        lines.append("search " + " ".join(dict.fromkeys(searches)))
-    if options:
-        lines.append("options " + " ".join(dict.fromkeys(options)))
-    return "\n".join(lines) + "\n"
 

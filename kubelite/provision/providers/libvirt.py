@@ -100,6 +100,9 @@ class LibvirtProvider(NspawnProvider):
                                     "apt-get install libvirt-dev pkg-config gcc to build it)") from None  # fmt: skip
             uri = os.environ.get("KUBELITE_LIBVIRT_URI", "qemu:///system")
             try:
+                # Errors come back as exceptions; libvirt's default handler would also print each
+                # expected lookup miss ("Network not found") to stderr.
+                libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
                 self._conn = libvirt.open(uri)
             except libvirt.libvirtError as e:
                 raise ProviderError(f"cannot connect to libvirt at {uri} (is libvirtd running?): {e}") from None

@@ -135,6 +135,20 @@ BASES: dict[str, Obj] = {
     "statefulsets": STATEFULSET, "services": SERVICE, "configmaps": CONFIGMAP, "secrets": SECRET,
     "namespaces": NAMESPACE, "nodes": NODE, "leases": LEASE, "endpoints": ENDPOINTS, "events": EVENT,
     "persistentvolumeclaims": PVC, "persistentvolumes": PV,
+    "serviceaccounts": {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta("builder"),
+                        "automountServiceAccountToken": False},
+    "roles": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta("reader"),
+              "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}]},
+    "rolebindings": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta("read"),
+                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+                     "subjects": [{"kind": "ServiceAccount", "name": "builder", "namespace": "default"}]},
+    "clusterroles": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "nodes-reader"},
+                     "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
+                               {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]},
+    "clusterrolebindings": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                            "metadata": {"name": "ops-nodes"},
+                            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "nodes-reader"},
+                            "subjects": [{"kind": "Group", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"}]},
 }
 
 

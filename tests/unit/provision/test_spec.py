@@ -107,7 +107,7 @@ def test_example_ssh_inventory_is_readable() -> None:
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [({"masters": 0}, "masters"), ({"provider": "openstack"}, "provider"),
-     ({"ssh": {"key": "/nonexistent/key"}}, "ssh.key"), ({"provider": "vagrant"}, "provider")],
+     ({"ssh": {"key": "/nonexistent/key"}}, "ssh.key"), ({"runtime": "podman"}, "runtime")],
 )
 def test_cli_refuses_before_creating_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                overrides: dict[str, Any], field: str) -> None:  # fmt: skip
