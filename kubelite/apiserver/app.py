@@ -101,7 +101,8 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return web.Response(body=orjson.dumps(data), status=status, content_type=JSON, headers=headers)
 
 
-def _status_response(err: errors.StatusError) -> web.Response:
+def status_response(err: errors.StatusError) -> web.Response:
+    """The Status body and code for ``err`` (429s carry Retry-After)."""
     status = err.to_status()
     headers = {"Retry-After": str(err.retry_after)} if isinstance(err, errors.TooManyRequests) else None
     try:
@@ -201,25 +202,25 @@ class ApiServer:
                 )
             resp = await handler(request)
         except errors.StatusError as e:
-            resp = _status_response(e)
+            resp = status_response(e)
         except web.HTTPRequestEntityTooLarge:
-            resp = _status_response(
+            resp = status_response(
                 errors.StatusError(
                     413, "RequestEntityTooLarge", f"the request body is larger than {self.config.max_body_bytes} bytes"
                 )
             )
         except web.HTTPException as e:
-            resp = _status_response(errors.StatusError(e.status, e.reason.replace(" ", ""), e.text or e.reason))
+            resp = status_response(errors.StatusError(e.status, e.reason.replace(" ", ""), e.text or e.reason))
         except UnavailableError as e:
-            resp = _status_response(errors.StatusError(503, "ServiceUnavailable", f"storage unavailable: {e}"))
+            resp = status_response(errors.StatusError(503, "ServiceUnavailable", f"storage unavailable: {e}"))
         except StorageError as e:
             log.exception("storage error on %s %s", request.method, request.path)
-            resp = _status_response(errors.StatusError(500, "InternalError", f"storage error: {e}"))
+            resp = status_response(errors.StatusError(500, "InternalError", f"storage error: {e}"))
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as e:  # a bug: say so as a Status, and log it for us
             log.exception("internal error on %s %s", request.method, request.path_qs)
-            resp = _status_response(errors.StatusError(500, "InternalError", f"internal error: {e!r}"))
+            resp = status_response(errors.StatusError(500, "InternalError", f"internal error: {e!r}"))
         if request.body_exists and not request.get("is_watch"):
             # Drain a body the handler never read (a GET with a body, an early 404), so the
             # keep-alive connection stays usable for the client's next request.

@@ -25,32 +25,16 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-import orjson
-from aiohttp import web
-
 from kubelite.apiserver.errors import TooManyRequests
 from kubelite.auth import MASTERS, UserInfo
 
-__all__ = ["RateLimiter", "WatchBuffer", "WatchLimiter", "too_many_requests"]
+__all__ = ["RateLimiter", "WatchBuffer", "WatchLimiter"]
 
 # Buckets kept at most; beyond it the least recently used go (their users get a fresh bucket,
 # which errs on the side of serving them). Idle buckets go long before this.
 MAX_BUCKETS = 100_000
 # The writer hands the socket at most this much per write, so it never copies the whole buffer.
 WRITE_CHUNK = 256 * 1024
-
-
-def too_many_requests(
-    retry_after: float, message: str = "too many requests, please try again later"
-) -> web.Response:
-    """A 429 TooManyRequests Status with ``Retry-After`` (whole seconds, at least 1, as k8s sends)."""
-    err = TooManyRequests(message, retry_after)
-    return web.Response(
-        body=orjson.dumps(err.to_status()),
-        status=err.code,
-        content_type="application/json",
-        headers={"Retry-After": str(err.retry_after)},
-    )
 
 
 def _exempt(user: UserInfo) -> bool:

@@ -95,8 +95,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
         if rewritten:
             log.info("re-encrypted %d stored values with the current key", rewritten)
     api = ApiServer(store, config)
+    # The address pods reach us at (the kubernetes Service's Endpoints, and a SAN): None on loopback.
+    advertised = config.advertise_address or advertise_address(config.bind_address)
     try:
-        await _secure(api, config)
+        await _secure(api, config, advertised)
     except (OSError, ValueError) as e:
         await store.close()
         raise ServerStartError(f"cannot set up the cluster PKI in {config.tls_path}: {e}") from None
@@ -123,7 +125,6 @@ async def start_server(config: ServerConfig) -> RunningServer:
             raise ServerStartError(f"cannot listen on {host}:{port}: {e.strerror}") from None
     running = RunningServer(api, store, runner)
     running.tasks.append(asyncio.create_task(_compactor(store, config)))
-    advertised = config.advertise_address or advertise_address(config.bind_address)
     if advertised:  # in-cluster clients reach us through the kubernetes Service (masterendpoints.py)
         await reconcile_kubernetes_endpoints(api.objects, advertised, config.port)
         running.tasks.append(asyncio.create_task(run_endpoint_reconciler(api.objects, advertised, config.port)))
@@ -132,15 +133,15 @@ async def start_server(config: ServerConfig) -> RunningServer:
     return running
 
 
-def _serving_sans(api: ApiServer, config: ServerConfig) -> list[str]:
+def _serving_sans(api: ApiServer, config: ServerConfig, advertised: str | None) -> list[str]:
     sans = [*config.tls_sans, api.objects.service_ips.kubernetes_ip, socket.gethostname()]
     if config.bind_address not in ("0.0.0.0", "::", ""):
         sans.append(config.bind_address)
-    sans.append(config.advertise_address or advertise_address(config.bind_address) or "")  # the kubernetes Endpoints' address
+    sans.append(advertised or "")
     return list(dict.fromkeys(s for s in sans if s))
 
 
-async def _secure(api: ApiServer, config: ServerConfig) -> None:
+async def _secure(api: ApiServer, config: ServerConfig, advertised: str | None) -> None:
     """PKI, join token, authenticators, authorizers and limits (see docs/security.md)."""
     from kubelite.apiserver.limits import RateLimiter, WatchLimiter
     from kubelite.auth.bootstrap import NodeBootstrap, load_or_create_token, parse_token
@@ -151,7 +152,7 @@ async def _secure(api: ApiServer, config: ServerConfig) -> None:
 
     loop = asyncio.get_running_loop()
     # Key generation and file writes: off the loop (the first start creates a CA and several certs).
-    api.pki = await loop.run_in_executor(None, ensure_cluster_pki, config.tls_path, _serving_sans(api, config))
+    api.pki = await loop.run_in_executor(None, ensure_cluster_pki, config.tls_path, _serving_sans(api, config, advertised))
     token = load_or_create_token(config.data_dir, api.pki.ca.cert_pem, config.join_token)
     api.bootstrap = NodeBootstrap(api.objects, api.pki, parse_token(token)[1])
     api.sa_tokens = ServiceAccountTokens(

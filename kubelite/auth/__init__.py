@@ -31,7 +31,6 @@ __all__ = [
     "Decision",
     "UserInfo",
     "node_name_of",
-    "serviceaccount_of",
 ]
 
 MASTERS = "system:masters"  # the group that may do anything (admin, the in-process controllers)
@@ -62,16 +61,8 @@ class UserInfo:
 def node_name_of(user: UserInfo) -> str | None:
     """The node a node credential belongs to (``system:node:<name>`` in ``system:nodes``)."""
     if NODES_GROUP in user.groups and user.name.startswith(NODE_USER_PREFIX):
-        return user.name[len(NODE_USER_PREFIX):] or None
+        return user.name[len(NODE_USER_PREFIX) :] or None
     return None
-
-
-def serviceaccount_of(user: UserInfo) -> tuple[str, str] | None:
-    """(namespace, name) of a ServiceAccount user ``system:serviceaccount:<ns>:<name>``."""
-    if not user.name.startswith(SA_USER_PREFIX):
-        return None
-    ns, _, name = user.name[len(SA_USER_PREFIX):].partition(":")
-    return (ns, name) if ns and name else None
 
 
 @dataclass(frozen=True)

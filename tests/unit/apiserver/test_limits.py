@@ -13,8 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from kubelite.apiserver import limits
+from kubelite.apiserver.app import status_response
 from kubelite.apiserver.errors import TooManyRequests
-from kubelite.apiserver.limits import RateLimiter, WatchBuffer, WatchLimiter, too_many_requests
+from kubelite.apiserver.limits import RateLimiter, WatchBuffer, WatchLimiter
 from kubelite.auth import ALL_AUTHENTICATED, MASTERS, UserInfo
 from kubelite.client import ApiClient, ApiError
 
@@ -132,7 +133,7 @@ def test_watch_slot_refuses_with_429_and_releases() -> None:
 
 
 def test_too_many_requests_response() -> None:
-    resp = too_many_requests(2.2)
+    resp = status_response(TooManyRequests("too many requests, please try again later", 2.2))
     assert resp.status == 429
     assert resp.headers["Retry-After"] == "3"  # whole seconds, rounded up
     assert isinstance(resp.body, bytes)
@@ -224,7 +225,7 @@ async def limited_api(rl: RateLimiter) -> AsyncIterator[tuple[str, dict[str, int
         wait = rl.check(ALICE)
         if wait is not None:
             seen["429"] += 1
-            return too_many_requests(wait)
+            return status_response(TooManyRequests("too many requests, please try again later", wait))
         return await handler(request)
 
     async def handle(request: web.Request) -> web.Response:
