@@ -8,6 +8,7 @@ and multiplied out. The 1,000-node hollow run (full mode) checks it.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,14 +87,38 @@ def render(medians: dict[str, float]) -> str:
         + (" (measured)" if inp.etcd_writes else " (assumed: no etcd measured in this run)")
         + f" ({etcd / writes_per_node:,.0f} nodes).",
     ]
-    checks = sorted((int(k.split()[4]), v) for k, v in medians.items() if k.startswith("server CPU idle at "))
+    checks = []
+    for k, v in medians.items():
+        m = re.match(r"^server CPU idle at (\d+) hollow nodes(?: \(([\d.]+) s heartbeat\))?$", k)
+        if m:
+            checks.append((int(m.group(1)), float(m.group(2) or HEARTBEAT_INTERVAL), v))
+    checks.sort()
     # The smallest run calibrates the per-heartbeat cost; larger ones check the linear model.
-    for n, measured in checks[1:]:
-        predicted = n * hb * inp.cpu_per_heartbeat_ms / 1000 * 100
-        out.append(f"- Check at {n:,} hollow nodes: model {predicted:.1f} % of a core idle, measured {measured:.1f} %.")
-    if not any(n >= 1000 for n, _ in checks):
+    for n, interval, measured in checks[1:]:
+        predicted = n / interval * inp.cpu_per_heartbeat_ms / 1000 * 100
+        beat = "" if interval == HEARTBEAT_INTERVAL else f" ({interval:g} s heartbeat)"
+        out.append(f"- Check at {n:,} hollow nodes{beat}: model {predicted:.1f} % of a core idle, measured {measured:.1f} %.")
+    if not any(n >= 1000 for n, _, _ in checks):
         out.append("- The 1,000-node check needs the full hollow run (`kubelite bench hollow`).")
+    out += _memory_checks(medians, inp.rss_per_pod_kb)
     return "\n".join(out)
+
+
+def _memory_checks(medians: dict[str, float], rss_per_pod_kb: float) -> list[str]:
+    """The smallest "control plane RSS at N nodes / P pods" run gives the base; larger ones check it."""
+    runs = []
+    for name, mb in medians.items():
+        m = re.match(r"^control plane RSS at (\d+) nodes / (\d+) pods$", name)
+        if m:
+            runs.append((int(m.group(2)), int(m.group(1)), mb))
+    runs.sort()
+    if len(runs) < 2:
+        return ["- The memory check needs two hollow runs of different sizes (`kubelite bench hollow`)."]
+    pods0, _, mb0 = runs[0]
+    base = mb0 - pods0 * rss_per_pod_kb / 1024
+    return [f"- Memory check at {nodes:,} nodes / {pods:,} pods: model {base + pods * rss_per_pod_kb / 1024:,.0f} MB "
+            f"(base {base:,.0f} MB from the {pods0:,}-pod run + {rss_per_pod_kb:.3g} KB per pod), measured {mb:,.0f} MB."
+            for pods, nodes, mb in runs[1:]]  # fmt: skip
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""The cluster's image registry: Debian's docker-registry (Distribution) on the first master, port 5000."""
+"""The cluster's image registry: Debian's docker-registry (Distribution) on every master, port 5000.
+
+Each master has its own store and `cluster up` pushes the preloaded images to each, so pods keep
+pulling while any master is up (agents list every registry, their own master's first)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from deploy.templates import template
 
 @deploy("Image registry")
 def install_registry() -> None:
-    # The package is baked into the image (disabled there, so only this node runs it). Its stock
+    # The package is baked into the image (disabled there, so only masters run it). Its stock
     # config asks for htpasswd auth; the cluster's registry is open on the private node network.
     config = files.template(
         name="Registry config /etc/docker/registry/config.yml",

@@ -30,8 +30,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from kubelite import auth
-from kubelite.auth.bootstrap import parse_token
 from kubelite.auth.pki import ca_hash, make_csr, new_key, write_private
+from kubelite.auth.token import parse_token
 from kubelite.client.kubeconfig import ClientConfig, KubeconfigError, load_kubeconfig, write_kubeconfig
 
 __all__ = ["BootstrapError", "NodeTLSFiles", "ensure_node_credentials", "node_tls_files"]

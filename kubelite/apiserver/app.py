@@ -450,10 +450,12 @@ class ApiServer:
                 return _json(to_table(t.rt, [obj], {"resourceVersion": meta(obj).get("resourceVersion", "")}, include))
             return _json(obj)
         if verb == "list":
-            listed = await self.objects.list(t.rt, t.namespace, self._list_options(t.rt, q))
+            list_opts = self._list_options(t.rt, q)
             if wants_table(request):
+                listed = await self.objects.list(t.rt, t.namespace, list_opts)
                 return _json(to_table(t.rt, listed["items"], listed["metadata"], include))
-            return _json(listed)
+            body = await self.objects.list_json(t.rt, t.namespace, list_opts)
+            return web.Response(body=body, content_type=JSON)
         if verb == "watch":
             request["is_watch"] = True
             if self.watch_limiter is None:

@@ -31,18 +31,46 @@ def new_uid() -> str:
     return str(uuid.uuid4())
 
 
+# Stored objects lead with these keys, so a LIST can splice the stored bytes (typed_json).
+_LEADING = ("apiVersion", "kind", "metadata")
+
+
 def encode(obj: Obj) -> bytes:
-    """Bytes stored for an object: everything but metadata.resourceVersion (the store revision is it)."""
+    """Bytes stored for an object: everything but metadata.resourceVersion (the store revision is it),
+    with apiVersion, kind and metadata first (the layout typed_json splices)."""
     meta = obj.get("metadata") or {}
     if "resourceVersion" in meta:
-        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}}
-    return orjson.dumps(obj)
+        meta = {k: v for k, v in meta.items() if k != "resourceVersion"}
+    out = {k: obj[k] for k in _LEADING if k in obj}
+    if "metadata" in obj:
+        out["metadata"] = meta
+    for k, v in obj.items():
+        if k not in out:
+            out[k] = v
+    return orjson.dumps(out)
 
 
 def decode(kv: KeyValue) -> Obj:
     obj: Obj = orjson.loads(kv.value)
     obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
     return obj
+
+
+def typed_json_head(api_version: str, kind: str) -> bytes:
+    return b'{"apiVersion":' + orjson.dumps(api_version) + b',"kind":' + orjson.dumps(kind) + b',"metadata":{'
+
+
+def typed_json(kv: KeyValue, head: bytes) -> bytes | None:
+    """The JSON of ``decode(kv)`` typed as ``head`` says (typed_json_head), spliced from the stored
+    bytes without decoding them: the resourceVersion becomes metadata's first key. None when the
+    stored bytes are not in encode's layout for that type (written before it, untyped, or of
+    another apiVersion), and the caller must decode."""
+    value = kv.value
+    if not value.startswith(head):
+        return None
+    rest = value[len(head) :]
+    rv = b'"resourceVersion":"%d"' % kv.mod_revision
+    return b"".join((head, rv, rest if rest[:1] == b"}" else b"," + rest))
 
 
 def deepcopy(obj: Obj) -> Obj:

@@ -36,7 +36,8 @@ from kubelite.api.registry import by_path
 from kubelite.api.validation import is_dns1123_subdomain
 from kubelite.apiserver import errors
 from kubelite.apiserver.objects import ObjectStore
-from kubelite.auth.pki import ClusterPKI, ca_hash, sign_csr, write_private
+from kubelite.auth.pki import ClusterPKI, sign_csr, write_private
+from kubelite.auth.token import format_token, parse_token
 
 __all__ = [
     "NODE_PASSWORD_SECRET_TYPE",
@@ -51,7 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TOKEN_PREFIX = "K10"
 NODE_PASSWORD_SECRET_TYPE = "kubelite.io/node-password"
 NODE_PASSWORD_SUFFIX = ".node-password.kubelite"
 NODE_CERT_DAYS = 365
@@ -66,30 +66,6 @@ SECRETS = _SECRETS
 
 
 # -- the join token ----------------------------------------------------------------------------
-
-
-def format_token(ca_pem: bytes, secret: str) -> str:
-    return f"{TOKEN_PREFIX}{ca_hash(ca_pem)}::server:{secret}"
-
-
-def parse_token(token: str) -> tuple[str | None, str]:
-    """(CA pin or None, secret) of a full ``K10...`` token or a bare secret; ValueError when malformed."""
-    token = token.strip()
-    if not token:
-        raise ValueError("the join token is empty")
-    if not token.startswith(TOKEN_PREFIX):
-        return None, token  # a bare secret, as k3s accepts: the CA is then trusted on first use
-    pin, sep, credentials = token[len(TOKEN_PREFIX):].partition("::")
-    _user, has_user, secret = credentials.partition(":")
-    if not sep or not has_user or not secret:
-        raise ValueError("the join token is malformed: expected K10<ca-hash>::server:<secret>")
-    try:
-        if len(pin) != 64:
-            raise ValueError
-        bytes.fromhex(pin)
-    except ValueError:
-        raise ValueError("the join token's CA hash is not a sha256 hex digest") from None
-    return pin.lower(), secret
 
 
 def load_or_create_token(data_dir: Path, ca_pem: bytes, secret: str = "") -> str:

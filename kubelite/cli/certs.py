@@ -15,9 +15,6 @@ from typing import Annotated
 
 import typer
 from cryptography import x509
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from kubelite.cli.common import fail, stdout_is_tty
 
@@ -50,6 +47,11 @@ def _sans(cert: x509.Certificate) -> str:
 @app.command("check")
 def check(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
     """List every certificate with its subject, SANs and expiry."""
+    # Imported here, not at module level: every `kubelite` process imports this module.
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     tls = _tls_dir(data_dir)
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("FILE", "SUBJECT", "NOT AFTER", "DAYS LEFT", "SANS"):

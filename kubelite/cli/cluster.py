@@ -6,13 +6,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from kubelite.cli.common import fail
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(
     name="cluster",
@@ -21,6 +22,13 @@ app = typer.Typer(
 )
 
 NameArg = Annotated[str, typer.Argument(help="The cluster name (from its spec).")]
+
+
+def _console(stderr: bool = False) -> Console:
+    # rich is imported on use: every `kubelite` process (the agent too) imports this module.
+    from rich.console import Console
+
+    return Console(stderr=stderr)
 
 
 @app.command("up")
@@ -32,7 +40,7 @@ def up(spec: Annotated[Path, typer.Argument(help="Cluster spec (YAML), e.g. exam
 
     try:
         parsed = load_spec(spec)
-        ClusterOps(Console(stderr=True)).up(parsed)
+        ClusterOps(_console(stderr=True)).up(parsed)
     except ProvisionError as e:
         fail(f"{e}\n(fix it and run `kubelite cluster up {spec}` again: it continues where it stopped)")
 
@@ -44,7 +52,7 @@ def down(name: NameArg) -> None:
     from kubelite.provision.errors import ProvisionError
 
     try:
-        ClusterOps(Console(stderr=True)).down(name)
+        ClusterOps(_console(stderr=True)).down(name)
     except ProvisionError as e:
         fail(str(e))
 
@@ -56,9 +64,11 @@ def status(name: NameArg) -> None:
     from kubelite.provision.errors import ProvisionError
 
     try:
-        machines, api = ClusterOps(Console(stderr=True)).status(name)
+        machines, api = ClusterOps(_console(stderr=True)).status(name)
     except ProvisionError as e:
         fail(str(e))
+    from rich.table import Table
+
     table = Table(title=f"cluster {name}")
     for col in ("NODE", "ROLE", "ADDRESS", "MACHINE", "STATUS", "VERSION"):
         table.add_column(col)
@@ -66,7 +76,7 @@ def status(name: NameArg) -> None:
         node = api.get(m.name, {})
         state = node.get("ready", "not registered") + (",SchedulingDisabled" if node.get("unschedulable") else "")
         table.add_row(m.name, m.role, m.address, "running" if running else detail, state, node.get("version", ""))
-    Console().print(table)
+    _console().print(table)
     if "<api>" in api:
         fail(f"API server {api['<api>']['ready']}")
 
@@ -83,7 +93,7 @@ def add_node(
     if role not in ("worker", "master"):
         fail(f"--role must be worker or master, not {role!r}")
     try:
-        _, added = ClusterOps(Console(stderr=True)).add_node(name, role)
+        _, added = ClusterOps(_console(stderr=True)).add_node(name, role)
     except ProvisionError as e:
         fail(str(e))
     typer.echo(f"added {added or 'nothing (the cluster already had it)'}")
@@ -96,7 +106,7 @@ def remove_node(name: NameArg, node: Annotated[str, typer.Argument(help="The nod
     from kubelite.provision.errors import ProvisionError
 
     try:
-        ClusterOps(Console(stderr=True)).remove_node(name, node)
+        ClusterOps(_console(stderr=True)).remove_node(name, node)
     except ProvisionError as e:
         fail(str(e))
 

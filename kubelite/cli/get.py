@@ -10,9 +10,6 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from kubelite.api import printers
 from kubelite.api.registry import ResourceType
@@ -47,6 +44,11 @@ app = typer.Typer()
 
 def render_table(header: list[str], rows: list[list[str]], tty: bool | None = None) -> str:
     """A borderless, left-aligned table like kubectl's; colour only on a terminal."""
+    # Imported here: rich (~2 MB) is for printing only; long-lived processes (agent, server) never need it.
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     tty = stdout_is_tty() if tty is None else tty
     table = Table(
         box=None,

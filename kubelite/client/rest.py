@@ -49,6 +49,10 @@ __all__ = [
 # before the next server is tried.
 FAILOVER_CONNECT_TIMEOUT = 3.0
 FAILOVER_READ_TIMEOUT = 20.0
+# A kubelite server sends a BOOKMARK at least every 10 s on a quiet watch that asked for them, so this
+# much silence means the server or the path to it is gone: a powered-off master sends no RST, and the
+# watch would otherwise hang until its timeoutSeconds (client-go pings HTTP/2 after 30 s for the same reason).
+WATCH_IDLE_TIMEOUT = 30.0
 
 PatchType = Literal["merge", "json", "strategic", "apply"]
 
@@ -219,6 +223,7 @@ class ApiClient:
     def __init__(self, config: ClientConfig | str, timeout: float = 60.0) -> None:
         self.config = config if isinstance(config, ClientConfig) else ClientConfig(servers=[config])
         self.timeout = timeout
+        self.watch_idle_timeout = WATCH_IDLE_TIMEOUT
         self._active = 0  # index of the server that last answered
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | None = None
@@ -323,6 +328,12 @@ class ApiClient:
             self._active = idx
             return resp
         raise ApiConnectionError(f"cannot reach any API server ({'; '.join(errors)})")
+
+    def _move_off(self, url: str) -> None:
+        """After ``url``'s server went silent, start the next requests at the next server (HA)."""
+        servers = self.config.servers
+        if len(servers) > 1 and url.startswith(servers[self._active] + "/"):
+            self._active = (self._active + 1) % len(servers)
 
     async def request(
         self,
@@ -526,8 +537,8 @@ class ApiClient:
             "timeoutSeconds": timeout_seconds,
         }
         path = resource_path(rt, namespace)
-        # No read deadline beyond the server's own timeout (plus slack): a quiet watch is normal.
-        sock_read = timeout_seconds + 30 if timeout_seconds else None
+        # A quiet watch is normal; with bookmarks it is never silent for long (see WATCH_IDLE_TIMEOUT).
+        sock_read = self.watch_idle_timeout if allow_bookmarks else (timeout_seconds + 30 if timeout_seconds else None)
         resp = await self._send("GET", path, params, None, None, aiohttp.ClientTimeout(total=None, sock_read=sock_read))
         try:
             async with resp:
@@ -543,10 +554,11 @@ class ApiClient:
                             yield _watch_event(line)
                 if buf.strip():
                     yield _watch_event(buf)
+        except TimeoutError as e:  # first: aiohttp's socket read timeout is a ClientError too
+            self._move_off(str(resp.url))
+            raise ApiConnectionError(f"watch {path}: no data for {sock_read}s") from e
         except aiohttp.ClientError as e:
             raise ApiConnectionError(f"watch {path} failed: {e}") from e
-        except TimeoutError as e:
-            raise ApiConnectionError(f"watch {path}: no data for {sock_read}s") from e
 
     @staticmethod
     def _with_type(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,11 +24,14 @@ from kubelite.api.selectors import LabelSelector
 from kubelite.client.rest import ApiClient, ApiError
 
 __all__ = [
+    "CONTROLLER_UID_INDEX",
     "POD_DELETION_COST",
     "POD_TEMPLATE_HASH_LABEL",
     "Expectations",
+    "claim_candidates",
     "claim_dependents",
     "compute_hash",
+    "controller_uid_index",
     "deletion_order",
     "get_condition",
     "get_controller_of",
@@ -65,6 +68,27 @@ def get_controller_of(obj: Mapping[str, Any]) -> Obj | None:
         if isinstance(ref, dict) and ref.get("controller"):
             return ref
     return None
+
+
+# Informer index of dependents by their controller's uid, orphans under "orphan:<namespace>"
+# (Kubernetes' controllerUID index): a controller's sync then reads its own dependents and the
+# orphans it may adopt, not every pod of the namespace.
+CONTROLLER_UID_INDEX = "controller-uid"
+
+
+def controller_uid_index(obj: Mapping[str, Any]) -> list[str]:
+    ref = get_controller_of(obj)
+    if ref is not None:
+        return [str(ref.get("uid"))]
+    return [f"orphan:{(obj.get('metadata') or {}).get('namespace') or ''}"]
+
+
+def claim_candidates(informer: Any, owner: Mapping[str, Any]) -> list[Obj]:
+    """What :func:`claim_dependents` must see for ``owner``: the objects it controls and the orphans
+    of its namespace, from an informer with the :data:`CONTROLLER_UID_INDEX`."""
+    om = owner.get("metadata") or {}
+    return [*informer.by_index(CONTROLLER_UID_INDEX, str(om.get("uid"))),
+            *informer.by_index(CONTROLLER_UID_INDEX, f"orphan:{om.get('namespace') or ''}")]  # fmt: skip
 
 
 def get_condition(obj: Mapping[str, Any], type_: str) -> Obj | None:

@@ -21,11 +21,13 @@ from collections.abc import Awaitable, Callable
 
 from kubelite.api.selectors import SelectorError, label_selector_from_dict
 from kubelite.client import ApiError
-from kubelite.client.informer import split_key
 from kubelite.controllers.base import PODS, REPLICASETS, Controller, Obj
 from kubelite.controllers.podutil import (
+    CONTROLLER_UID_INDEX,
     Expectations,
+    claim_candidates,
     claim_dependents,
+    controller_uid_index,
     deletion_order,
     get_controller_of,
     is_active,
@@ -73,6 +75,7 @@ class ReplicaSetController(Controller):
         self.expectations = Expectations()
         self.replicasets = self.watch_primary()
         self.pods = self.watch_owned(PODS)
+        self.pods.add_index(CONTROLLER_UID_INDEX, controller_uid_index)
         self.watch_mapped(PODS, self._orphan_owners)
         self.pods.add_handler(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
 
@@ -127,7 +130,6 @@ class ReplicaSetController(Controller):
             self.expectations.forget(key)
             return
         rs = {**rs, "apiVersion": REPLICASETS.api_version, "kind": REPLICASETS.kind}
-        ns, _name = split_key(key)
         spec = rs.get("spec") or {}
         try:
             selector = label_selector_from_dict(spec.get("selector"))
@@ -136,7 +138,7 @@ class ReplicaSetController(Controller):
             return
         # Read expectations before listing: pods observed in between are then counted, not missed.
         needs_sync = self.expectations.satisfied(key)
-        candidates = [p for p in self.pods.list(ns) if is_active(p)]
+        candidates = [p for p in claim_candidates(self.pods, rs) if is_active(p)]
         pods = await claim_dependents(self.client, PODS, rs, selector, candidates)
 
         manage_error: Exception | None = None

@@ -39,7 +39,7 @@ from kubelite.provision.credentials import (
     ensure_shared_pki,
     token_secret,
 )
-from kubelite.provision.deployer import PHASES, registry_address, render_inventory, run_phase, server_urls
+from kubelite.provision.deployer import PHASES, registry_addresses, render_inventory, run_phase, server_urls
 from kubelite.provision.errors import ProviderError, ProvisionError, SpecError, StepError
 from kubelite.provision.preload import preload_images
 from kubelite.provision.providers.base import Provider, wait_for_ssh
@@ -182,8 +182,8 @@ class ClusterOps:
                 changes += [f"{node}: {len(ops)} changed" for node, ops in sorted(deployed.changed.items())]
                 if phase == "control-plane":
                     self._fetch_credentials(spec, state, machines)
-                    if registry_address(spec, machines):
-                        changes += [f"pushed {i}" for i in preload_images(spec.images, registry_address(spec, machines))]
+                    for registry in registry_addresses(spec, machines):
+                        changes += [f"pushed {i} to {registry}" for i in preload_images(spec.images, registry)]
 
         with self._phase("Ready", result):
             try:

@@ -45,11 +45,13 @@ def server_urls(machines: list[Machine]) -> list[str]:
     return [f"https://{m.address}:{API_PORT}" for m in machines if m.role == "master"]
 
 
-def registry_address(spec: ClusterSpec, machines: list[Machine]) -> str:
-    """host:port of the cluster registry (docker-registry on the first master), "" without one."""
+def registry_addresses(spec: ClusterSpec, machines: list[Machine], first: Machine | None = None) -> list[str]:
+    """host:port of every cluster registry: docker-registry runs on each master, so pulls go on while
+    any master is up. ``first`` (a master) is put first: a master pulls from itself."""
     if not spec.registry:
-        return ""
-    return f"{next(m.address for m in machines if m.role == 'master')}:{REGISTRY_PORT}"
+        return []
+    masters = sorted((m for m in machines if m.role == "master"), key=lambda m: m is not first)
+    return [f"{m.address}:{REGISTRY_PORT}" for m in masters]
 
 
 def render_inventory(
@@ -58,14 +60,12 @@ def render_inventory(
 ) -> str:
     """A pyinfra inventory (Python) with groups ``masters`` and ``workers``, hosts named by node."""
     servers = server_urls(machines)
-    first_master = next(m.name for m in machines if m.role == "master")
     common: dict[str, Any] = {
         "ssh_user": spec.ssh_user, "ssh_key": str(key), "ssh_known_hosts_file": str(known_hosts),
         "ssh_strict_host_key_checking": "accept-new", "ssh_connect_retries": 2,
         "wheelhouse_tar": str(wheelhouse_tar), "build": build, "api_port": API_PORT,
         "service_cidr": spec.service_cidr, "pod_cidr": spec.pod_cidr, "runtime": spec.runtime,
         "cpu": str(spec.cpu), "memory": spec.memory, "server_url": servers[0], "servers": servers,
-        "registry_address": registry_address(spec, machines),
         # Paths only: the deploys read the secrets from these 0600 files on the controlling machine.
         "token_secret_file": str(state.token_secret_file), "join_token_file": str(state.join_token_file),
     }  # fmt: skip
@@ -81,7 +81,8 @@ def render_inventory(
             if m.role != role:
                 continue
             data: dict[str, Any] = {"ssh_hostname": m.address, "node_name": m.name, "node_ip": m.address, "role": m.role,
-                                    "registry": spec.registry and m.name == first_master}  # fmt: skip
+                                    "registry": spec.registry and m.role == "master",
+                                    "registry_address": ",".join(registry_addresses(spec, machines, m))}  # fmt: skip
             if m.role == "master":
                 data["tls_sans"] = [m.address, m.name]  # the names clients and agents reach it by
             lines.append(f"    ({m.name!r}, {{**_common, **{data!r}}}),")

@@ -12,7 +12,7 @@ Every error is a :class:`SpecError` whose ``field`` is the dotted path of the of
     runtime: fake          # runc | docker | fake
     network: {nodes: 10.250.0.0/24, pods: 10.251.0.0/16, services: 10.252.0.0/16}
     images: [busybox]      # preloaded into the cluster registry: a name `kubelite image build` knows, or an archive
-    registry: true         # run docker-registry on the first master
+    registry: true         # run docker-registry on every master
     ssh: {user: root, key: ~/.ssh/id_ed25519}   # default: a key generated for the cluster
     hosts:                 # provider ssh only: the existing machines ...
       - {name: node-a, address: 192.0.2.10, role: master}

@@ -125,10 +125,9 @@ def deployment_avoiding(victim: str, name: str) -> dict[str, Any]:
             # Off the stopped master: its node is still Ready for the API until the grace period ends.
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [victim]}]}]}}},
-            # The registry lives on the first master, which may be the one stopped: use the image the
-            # suite's workloads already pulled.
-            "containers": [{"name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
-                            "command": ["sleep", "1000000"]}]}}}}  # fmt: skip
+            # The default pull policy: a node that never ran the image pulls it from a registry on
+            # a master that is still up.
+            "containers": [{"name": "c", "image": IMAGE, "command": ["sleep", "1000000"]}]}}}}  # fmt: skip
 
 
 def _running(api: Api, namespace: str, app: str) -> list[dict[str, Any]]:

@@ -272,15 +272,28 @@ async def _while_off(cluster: Cluster, holder: str, victim: str, t0: float) -> d
         figures |= {"api_gap_seconds": round(gap, 1), "takeover_seconds": round(time.monotonic() - t0, 1)}
         await client.create(DEPLOYMENTS, deployment_avoiding(victim, app), "default")
 
+        seen: list[str] = []
+
         async def running() -> bool:
             pods = (await client.list(PODS, "default", label_selector=f"app={app}"))["items"]
+            seen[:] = [_pod_state(p) for p in pods]
             return sum(p.get("status", {}).get("phase") == "Running" for p in pods) == 2
 
-        await eventually(running, timeout=90, what=f"Deployment {app} Running with {victim} off", interval=0.5,
-                         retry_on=RETRYABLE)  # fmt: skip
+        try:
+            await eventually(running, timeout=90, what=f"Deployment {app} Running with {victim} off", interval=0.5,
+                             retry_on=RETRYABLE)  # fmt: skip
+        except AssertionError as e:
+            raise AssertionError(f"{e}; pods: {seen}") from None
         figures["deployment_running_seconds"] = round(time.monotonic() - t0, 1)
         await client.delete(DEPLOYMENTS, app, "default", propagation_policy="Background")
     return figures
+
+
+def _pod_state(pod: dict[str, Any]) -> str:
+    status = pod.get("status", {})
+    waiting = [c["state"]["waiting"] for c in status.get("containerStatuses", []) if "waiting" in c.get("state", {})]
+    why = "; ".join(f"{w.get('reason')}: {w.get('message', '')}" for w in waiting)
+    return f"{pod['metadata']['name']} on {pod['spec'].get('nodeName') or '-'} {status.get('phase')} {why}".strip()
 
 
 def test_down_removes_every_machine(cluster: Cluster) -> None:

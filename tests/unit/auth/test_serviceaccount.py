@@ -358,6 +358,18 @@ async def test_admitted_pod_is_valid(objects: ObjectStore) -> None:
     assert created["spec"]["volumes"][-1]["name"].startswith("kube-api-access-")
 
 
+async def test_serviceaccount_automount_false_is_honoured_on_create(objects: ObjectStore) -> None:
+    objects.admit_pod = admit_pod  # as the secure server wires it
+    await Objects(objects).create(SAS, {"metadata": {"name": "quiet", "namespace": NS}, "automountServiceAccountToken": False})
+    quiet = await objects.create(PODS, NS, a_pod(serviceAccountName="quiet"))
+    assert not any(v["name"].startswith("kube-api-access-") for v in quiet["spec"].get("volumes") or [])
+    insisted = await objects.create(PODS, NS, {**a_pod(serviceAccountName="quiet", automountServiceAccountToken=True),
+                                               "metadata": {"name": "p2"}})  # fmt: skip
+    assert insisted["spec"]["volumes"][-1]["name"].startswith("kube-api-access-")  # the pod's own setting wins
+    plain = await objects.create(PODS, NS, {**a_pod(), "metadata": {"name": "p3"}})
+    assert plain["spec"]["volumes"][-1]["name"].startswith("kube-api-access-")
+
+
 # --- the agent's side: a projected token volume ------------------------------------------------------
 
 

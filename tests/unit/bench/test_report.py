@@ -87,7 +87,7 @@ def test_quick_and_full_are_separate_rows(results: Path) -> None:
 def test_pending_figures_and_model_inputs_listed(results: Path) -> None:
     text = report.render(report.load(results), None)
     assert "## Not measured yet" in text
-    assert "pod startup p50/p99 with runc" in text
+    assert "- pod startup p50/p99, runc and Docker: `kubelite bench pod_startup`" in text
     assert "Not enough measurements yet; missing: `server CPU per node heartbeat`" in text
 
 
@@ -107,6 +107,15 @@ def test_model_renders_from_measured_costs() -> None:
     assert "assumed: no etcd measured" in text
     medians["etcd-1-member writes_50_concurrent"] = 700.0
     assert "etcd at 700 writes/s (measured)" in model.render(medians)
+    assert "The memory check needs two hollow runs" in model.render(medians)
+    # A run with 10 s heartbeats sends a fifth of the heartbeats: 1,000 / 10 s x 1 ms = 10 % of a core.
+    slow = {**medians, "server CPU idle at 1000 hollow nodes (10 s heartbeat)": 12.0}
+    del slow["server CPU idle at 1000 hollow nodes"]
+    assert "Check at 1,000 hollow nodes (10 s heartbeat): model 10.0 % of a core idle, measured 12.0 %" in model.render(slow)
+    medians |= {"control plane RSS at 100 nodes / 3000 pods": 200.0, "control plane RSS at 1000 nodes / 30000 pods": 1900.0}
+    # base = 200 MB - 3000 x 50 KB = 53.5 MB; at 30,000 pods: 53.5 + 1,464.8 = 1,518 MB.
+    assert "Memory check at 1,000 nodes / 30,000 pods: model 1,518 MB (base 54 MB" in model.render(medians)
+    assert "measured 1,900 MB" in model.render(medians)
 
 
 @pytest.mark.parametrize(
@@ -120,3 +129,30 @@ def test_judge(value: float, unit: str, target: str, verdict: str) -> None:
 
 def test_empty_results(tmp_path: Path) -> None:
     assert "No results yet." in report.render(report.load(tmp_path / "missing.jsonl"), None)
+
+
+def test_issue_figures_open_the_report_from_the_most_complete_mode(results: Path) -> None:
+    text = report.render(report.load(results), None)
+    head = text[text.index("## The figures the benchmark issue asks for"):text.index("## API server")]
+    store = table_row(head, "store writes/s (SQLite)")
+    # Issue figure | Figure | Mode | Median | ...: the full run's row, not the quick one's.
+    assert store[1:4] == ["sqlite writes_sequential", "full", "4,500"]
+    assert "quick" not in head.split("store writes/s (SQLite)")[1].split("\n")[1]
+    assert table_row(head, "")  # the mutating p50/p99 group continues on label-less rows
+    assert "not measured yet: full run only (`kubelite bench hollow`)" in head
+    assert "The issue's figures: **2 met, 0 missed**" in text  # churn p99 and the quick hollow failover
+    # An area's quick rows fold under the full ones.
+    store_area = text[text.index("## Storage drivers"):]
+    assert store_area.index("| sqlite writes_sequential | full |") < store_area.index("<details>")
+    assert store_area.index("<details>") < store_area.index("| sqlite writes_sequential | quick |")
+
+
+def test_ratio_of_two_figures_of_the_same_revision(tmp_path: Path) -> None:
+    rows = [row("store", "etcd driver writes/s (sequential, same cluster as raw)", v, "writes/s", mode="full") for v in (300, 400)]
+    rows += [row("store", "raw etcd writes/s (gateway, sequential)", 1000.0, "writes/s", mode="full")]
+    rows += [row("store", "etcd driver writes/s (sequential, same cluster as raw)", 900, "writes/s", mode="quick", git="other00")]
+    rows += [row("store", "raw etcd writes/s (gateway, sequential)", 1000.0, "writes/s", mode="quick")]
+    text = report.render(report.load(write(tmp_path / "r.jsonl", rows)), None)
+    ratio = table_row(text, "etcd driver / raw etcd writes/s")
+    assert ratio[1:3] == ["full", "0.35"] and ratio[6] == ">= 0.5" and "missed" in ratio[8]
+    assert "| etcd driver / raw etcd writes/s | quick |" not in text  # its quick sides come from different revisions

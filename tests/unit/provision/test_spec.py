@@ -10,8 +10,10 @@ import yaml
 from typer.testing import CliRunner
 
 from kubelite.cli import app
+from kubelite.provision.deployer import registry_addresses
 from kubelite.provision.errors import SpecError
-from kubelite.provision.spec import load_spec, parse_spec
+from kubelite.provision.spec import ClusterSpec, load_spec, parse_spec
+from kubelite.provision.state import Machine
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -119,3 +121,13 @@ def test_cli_refuses_before_creating_anything(tmp_path: Path, monkeypatch: pytes
     assert result.exit_code == 1
     assert f"error: {field}: " in result.output
     assert not state.exists()  # no state dir, key, machine or network was made
+
+
+def test_every_master_runs_a_registry_and_a_master_pulls_from_itself_first() -> None:
+    machines = [Machine(f"m{i}", "master", f"10.9.0.{i + 2}") for i in range(3)] + [Machine("w0", "worker", "10.9.0.9")]
+    every = ["10.9.0.2:5000", "10.9.0.3:5000", "10.9.0.4:5000"]
+    assert registry_addresses(ClusterSpec(name="r", masters=3), machines) == every
+    assert registry_addresses(ClusterSpec(name="r", masters=3), machines, machines[3]) == every
+    assert registry_addresses(ClusterSpec(name="r", masters=3), machines, machines[2])[0] == "10.9.0.4:5000"
+    assert sorted(registry_addresses(ClusterSpec(name="r", masters=3), machines, machines[2])) == every
+    assert registry_addresses(ClusterSpec(name="r", masters=3, registry=False), machines) == []
