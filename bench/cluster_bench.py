@@ -166,7 +166,11 @@ def main() -> None:
     else:
         ensure_image()  # the figures are for a cached image, as the targets are
     ensure_wheelhouse()
-    with tempfile.TemporaryDirectory(prefix="kl-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kl-bench-") as tmp, contextlib.ExitStack() as stack:
+        if provider == "libvirt":
+            from kubelite.provision.libvirtd import libvirtd_running
+
+            stack.enter_context(libvirtd_running(Path(tmp) / "libvirt"))
         env = {**os.environ, "KUBELITE_STATE_DIR": str(Path(tmp) / "state")}
         spec = Path(tmp) / "spec.yaml"
         spec.write_text(yaml.safe_dump(spec_doc))
@@ -181,7 +185,8 @@ def main() -> None:
             add = _cli(env, "add-node", name)
             record("cluster", f"{provider}: add-node to Ready", add, "s")
         finally:
-            down = _cli(env, "down", name)
+            # Not when up failed before the cluster existed: "no cluster named" would hide up's error.
+            down = _cli(env, "down", name) if (Path(tmp) / "state" / name).exists() else 0.0
         record("cluster", f"{provider} 1+{workers + 1}: down", down, "s")
 
 

@@ -81,6 +81,8 @@ def render(medians: dict[str, float]) -> str:
         f"- **One server** saturates at about **{one:,.0f} nodes** "
         f"({'CPU' if n_cpu <= n_store else 'SQLite writes'} bound: CPU allows {n_cpu:,.0f}, "
         f"SQLite {n_store:,.0f}); it then holds {one * PODS_PER_NODE:,.0f} pods in ≈{mem_gb:.1f} GB of pod state.",
+        f"- With 10 s heartbeats (Kubernetes' Lease renewal, as in the 1,000-node run) one server's CPU allows "
+        f"about **{1 / (inp.cpu_per_heartbeat_ms / 1000 / 10 + churn * inp.cpu_per_pod_ms / 1000):,.0f} nodes**.",
         f"- **{SERVERS} servers on etcd** carry about **{n3:,.0f} nodes**: requests split {SERVERS} ways, but "
         f"every server applies every watch event (assumed {WATCH_SHARE:.0%} of a write's cost) and writes are "
         f"bounded by etcd at {etcd:,.0f} writes/s"
@@ -115,10 +117,18 @@ def _memory_checks(medians: dict[str, float], rss_per_pod_kb: float) -> list[str
     if len(runs) < 2:
         return ["- The memory check needs two hollow runs of different sizes (`kubelite bench hollow`)."]
     pods0, _, mb0 = runs[0]
-    base = mb0 - pods0 * rss_per_pod_kb / 1024
-    return [f"- Memory check at {nodes:,} nodes / {pods:,} pods: model {base + pods * rss_per_pod_kb / 1024:,.0f} MB "
-            f"(base {base:,.0f} MB from the {pods0:,}-pod run + {rss_per_pod_kb:.3g} KB per pod), measured {mb:,.0f} MB."
-            for pods, nodes, mb in runs[1:]]  # fmt: skip
+    if len(runs) >= 3:  # the two smallest runs give base and slope; the larger ones check the line
+        pods1, _, mb1 = runs[1]
+        per_pod_kb = (mb1 - mb0) * 1024 / (pods1 - pods0)
+        how = f"a line through the {pods0:,}- and {pods1:,}-pod runs: {per_pod_kb:.3g} KB per pod"
+        checked = runs[2:]
+    else:
+        per_pod_kb, checked = rss_per_pod_kb, runs[1:]
+        how = f"the {pods0:,}-pod run + {per_pod_kb:.3g} KB per pod"
+    base = mb0 - pods0 * per_pod_kb / 1024
+    return [f"- Memory check at {nodes:,} nodes / {pods:,} pods: model {base + pods * per_pod_kb / 1024:,.0f} MB "
+            f"({how}), measured {mb:,.0f} MB."
+            for pods, nodes, mb in checked]  # fmt: skip
 
 
 def main() -> None:

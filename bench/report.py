@@ -47,6 +47,12 @@ DEFAULT_ANCHORS: list[tuple[str, str, str]] = [
      "kind 46.6 s, minikube kvm2 ~50 s, both with KVM; these VMs run under TCG (no usable KVM here)"),
 ]
 
+# What bounds a figure whose rows carry no "bound" of their own, when it misses: (figure regex, why).
+DEFAULT_BOUNDS: list[tuple[str, str]] = [
+    (r"^libvirt .*: idempotent re-run", "the same deploy re-runs in about 6 s on nspawn machines (same run); a VM runs "
+     "each of pyinfra's fact and check commands under TCG (no usable KVM here), several times slower"),
+]
+
 # The figures the benchmark issue asks for, in its order: (label, figure regex, how to get it when absent).
 # RESULTS.md opens with them, each from the most complete mode that measured it (full, direct, quick).
 ISSUE_FIGURES: list[tuple[str, str, str]] = [
@@ -55,7 +61,7 @@ ISSUE_FIGURES: list[tuple[str, str, str]] = [
      "needs etcd on PATH (`kubelite bench store`)"),
     ("API p50/p99 per verb under churn", r"^(create|get|list) latency p(50|99) \(100 clients\)$|^mutating p(50|99) at",
      "`kubelite bench api`"),
-    ("watch fan-out latency", r"^watch fan-out to \d+ watchers p(50|99)$", "`kubelite bench api`"),
+    ("watch fan-out latency", r"^watch fan-out to 100 watchers p(50|99)$", "`kubelite bench api`"),
     ("scheduler pods/s, scheduler_perf shape (500 nodes, 500 + 1,000 pods)", r"^scheduler_perf 500 nodes: .*pods/s",
      "`kubelite bench scheduler`"),
     ("scheduler pods/s at 5,000 hollow nodes", r"^scheduler_perf 5000 nodes: .*pods/s", "full run only (`kubelite bench scheduler`)"),
@@ -64,11 +70,11 @@ ISSUE_FIGURES: list[tuple[str, str, str]] = [
     ("Deployment of 30 replicas on one real node; Docker Swarm side by side",
      r"^kubelite deployment of 30 replicas|^kubelite scale 30|^swarm (service|scale)|^kubelite / swarm", "`kubelite bench swarm`"),
     ("control plane RSS at 100 nodes / 3,000 pods and 1,000 nodes / 30,000 pods", r"^control plane RSS at (100|1000) nodes",
-     "full run only (`kubelite bench hollow`)"),
+     "full run only (`kubelite bench hollow hollow-1000`)"),
     ("agent RSS", r"agent RSS idle$|^agent RSS \(one hollow", "`kubelite bench pod_startup`"),
     ("node failure → pods elsewhere (hollow)", r"^node failure: .*hollow", "`kubelite bench hollow`"),
     ("node failure → pods elsewhere (real nodes)", r"^(nspawn|libvirt) .*(node failure|powered-off node back)", "full run only (`kubelite bench cluster`)"),
-    ("cluster up time (nspawn, libvirt)", r"up to all Ready", "`kubelite bench cluster` (as root)"),
+    ("cluster up time (nspawn, libvirt)", r"up to all Ready", "`kubelite bench cluster cluster-libvirt` (as root)"),
     ("idempotent re-run time", r"idempotent", "`kubelite bench cluster` (as root)"),
     ("HA leader failover (3 servers on etcd)", r"^leader failover: .* p50$", "`kubelite bench ha`"),
 ]
@@ -155,6 +161,9 @@ def collect(rows: list[dict[str, Any]]) -> list[Figure]:
         fig.bound = r.get("bound") or fig.bound
         fig.extra.update({k: v for k, v in r.items() if k in ("nodes", "pods", "clients", "interval")})
     for fig in figures.values():
+        for pattern, why in DEFAULT_BOUNDS:
+            if re.search(pattern, fig.name):
+                fig.bound = fig.bound or why
         for pattern, target, anchor in DEFAULT_ANCHORS:
             if re.search(pattern, fig.name):
                 fig.target = fig.target or target
@@ -327,7 +336,9 @@ def render(rows: list[dict[str, Any]], plot_dir: Path | None) -> str:
             out += ["<details><summary>Quick and direct runs</summary>", "", *table(other), "", "</details>", ""]
     if plot_dir is not None:
         out += ["## Plots", "", *plots(figs, plot_dir), ""]
-    missed = [f for f in figs if f.verdict == "missed"]
+    # A quick or direct run's miss counts only while no full run has measured that figure.
+    in_full = {f.name for f in figs if f.mode == "full"}
+    missed = [f for f in figs if f.verdict == "missed" and (f.mode == "full" or f.name not in in_full)]
     if missed:
         out += ["## Missed targets: what bounds them", ""]
         out += [f"- {f.name} ({f.mode}): {f.bound or 'not profiled yet (py-spy / pyinstrument)'}" for f in missed]

@@ -5,10 +5,9 @@
 Runs each named benchmark (the default set unless named) as a subprocess, N times, then regenerates
 bench/RESULTS.md. Heavy invocations (``full_once``: etcd, the scheduler at 100-5,000 nodes, the
 latency sweep) run in the first repetition only; the report's Runs column shows it. A bench with no
-quick invocations (``cluster``) is skipped by ``--quick``. ``hollow-1000`` (1,000 hollow nodes /
-30,000 pods: 20-30 minutes alone on 2 cores) and ``cluster-libvirt`` (VMs under TCG, ~8 minutes) run
-only when named. The default full run projects to 24-28 minutes on the 2-core machine (seconds
-per invocation in the comments of BENCHES).
+quick invocations (``cluster``, ``hollow-1000``) is skipped by ``--quick``. ``cluster-libvirt``
+(VMs under TCG, ~8 minutes) runs only when named. The default full run took 25.5 minutes on the
+quiet 2-core machine (seconds per invocation in the comments of BENCHES).
 The scripts append their figures with bench/common.py's ``record``; after each run this harness
 takes the lines that run appended and tags them with the run's id, mode (quick/full) and repeat
 index, which is what the report groups medians and spreads by.
@@ -55,53 +54,52 @@ class Bench:
         return self.full + (self.full_once if repetition == 0 else [])
 
 
-# Seconds per full invocation measured on the 2-core machine (2026-11-27, shared with other engineers'
-# runs, load 2-17): the repeats are picked so the default full run stays under 30 minutes.
+# Seconds per bench in a default full run on the quiet 2-core machine (2026-11-27, revision c84983c):
+# 14.6 min without hollow-1000, 10.9 min for it. Repeats are picked so the run stays under 30 minutes.
 SCHED_SHAPE: list[str] = []  # scheduler_bench.py's defaults: 500 nodes, 500 bound + 1,000 measured pods
 BENCHES: list[Bench] = [
-    # [] 3 s; --etcd (1- and 3-member etcd, an etcdctl floor) 141 s
+    # 59 s: [] x3 and --etcd (1- and 3-member etcd, an etcdctl floor) once
     Bench("store", "store_bench.py", "store writes/s, reads/s, range of 30k keys (sqlite; etcd 1 and 3 members)",
           [["--quick"]], [[]], full_once=[["--etcd"]], expects=("writes_sequential", "gets_sequential")),
-    # [] 102 s (30,000 pods for the LIST), sweep 19 s
+    # 89 s: [] x2 (30,000 pods for the LIST) and the sweep once
     Bench("api", "api_bench.py", "API latency per verb, churn p99, watch fan-out, LIST, RSS; latency vs clients",
           [["--quick"], ["--clients-sweep", "1,5,20", "--per-client", "3"]],
           [[]], full_once=[["--clients-sweep", "1,10,50,100,200"]], repeat=2,
           expects=("create latency p99", "mutating p99", "watch fan-out", "LIST of")),
-    # shape 20 s; 100 nodes 19 s, 1,000 21 s, 5,000 45 s
+    # 38 s: the shape x3 and 100, 1,000, 5,000 nodes once
     Bench("scheduler", "scheduler_bench.py", "scheduler pods/s on the scheduler_perf shape; pods/s vs nodes",
           [["--quick"], ["--nodes", "200", "--existing", "200", "--pods", "200", "--timeout", "60"]],
           [SCHED_SHAPE], full_once=[["--nodes", str(n), "--existing", str(n), "--pods", "1000"] for n in (100, 1000, 5000)],
           expects=("scheduling pods/s",)),
-    # 100/3000 + failover 236 s (3,000 pods available in 169 s: ~17 pods/s)
+    # 78 s: 100 nodes / 3,000 pods and the failover
     Bench("hollow", "hollow_bench.py", "hollow nodes: Deployment to available, RSS at scale, heartbeats, failover",
           [["--quick"]], [["--nodes", "100", "--pods", "3000", "--replicas", "100"]], repeat=1,
           expects=("to all available", "control plane RSS at", "node Ready transitions", "hollow agent RSS",
                    "server CPU per node heartbeat", "node failure")),
-    # 30,000 pods at the ~17-25 pods/s the server sustains on 2 cores is 20-30 min alone: more than the
-    # whole full run's budget, so only when named. Kubernetes' 10 s Lease renewal (see hollow_bench.py).
+    # 655 s: 30,000 pods available in 574 s (~52 pods/s); Kubernetes' 10 s Lease renewal (see hollow_bench.py)
     Bench("hollow-1000", "hollow_bench.py", "hollow nodes at 1,000 nodes / 30,000 pods: RSS, heartbeat lag, flapping",
           [], [["--nodes", "1000", "--pods", "30000", "--replicas", "0", "--no-failover", "--heartbeat-interval", "10",
                 "--timeout", "2400"]],
-          repeat=1, default=False, expects=("control plane RSS at 1000 nodes / 30000 pods",)),
-    # 361 s at 100 pods per runtime (pods one after another, ~0.8 s each, twice, plus the raw floors)
+          repeat=1, expects=("control plane RSS at 1000 nodes / 30000 pods",)),
+    # 65 s: 50 pods per runtime, one after another, plus the raw floors
     Bench("pod_startup", "pod_startup_bench.py", "pod create to Running (runc, Docker), raw runc and docker run, agent RSS",
           [["--quick"]], [["--pods", "50"]], repeat=1, needs=("runc", "dockerd"),
           expects=("pod create to Running", "agent RSS idle", "raw runc run", "docker run -d")),
-    # 125 s
+    # 197 s for 2 repetitions
     Bench("swarm", "swarm_bench.py", "Docker Swarm peer: 30 replicas to running, scale to 60; kubelite on runc",
           [["--quick"]], [[]], repeat=2, needs=("dockerd", "docker"),
           expects=("swarm service of 30 replicas", "swarm scale 30 to 60")),
-    # 231 s with 10 kills (each ~17 s: the 15 s default lease runs out), so 6
+    # 111 s: 6 kills (each ~17 s: the 15 s default lease runs out)
     Bench("ha", "ha_bench.py", "leader failover (kill to new lease holder, to new leader acting) on 3-member etcd; raw etcd floor",
           [["--quick"]], [["--kills", "6"]], repeat=1, needs=("etcd",),
           expects=("kill to new lease holder", "kill to new leader acting", "raw etcd writes/s")),
-    # 14 s
+    # 7 s
     Bench("watch_memory", "watch_memory_bench.py", "server RSS with watch clients that stop reading (dropped at the buffer bound)",
           [["--quick"]], [[]], repeat=1, expects=("per stalled watcher",)),
-    # 125 s at 10,000 requests, so 5,000
+    # 16 s
     Bench("fuzz", "fuzz_bench.py", "generated requests with and without credentials: responses >= 500, rejected writes",
           [["--quick"]], [["--requests", "5000"]], repeat=1, expects=("responses >= 500",)),
-    # 243 s at load 17, 122 s at load 6: machines booted, so full mode only, once (as root, with systemd-nspawn)
+    # 62 s: machines booted, so full mode only, once (as root, with systemd-nspawn)
     Bench("cluster", "cluster_bench.py",
           "kubelite cluster up (nspawn 1+2) to Ready, idempotent re-run, node failure on real machines, add-node, down",
           [], [[]], repeat=1, needs=("systemd-nspawn",),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kubelite.cli.common import fail
+from kubelite.cli.common import fail, pin_mmap_threshold
 
 if TYPE_CHECKING:
     from kubelite.agent.routes import NetworkConfig
@@ -62,7 +61,7 @@ def agent(
     log_level: Annotated[str, _opt("LOG_LEVEL")] = "info",
 ) -> None:
     """Run the node agent: register this node and run the pods bound to it."""
-    _fix_mmap_threshold()
+    pin_mmap_threshold()
     from kubelite.agent import (
         HollowNodes,
         NodeConfig,
@@ -199,23 +198,6 @@ def agent(
             from kubelite.cli.common import format_error
 
             fail(format_error(e))
-
-
-def _fix_mmap_threshold() -> None:
-    """Pin glibc's mmap threshold at its 128 KiB default for this long-lived process.
-
-    glibc raises the threshold (up to 32 MiB) each time a large mmapped block is freed, so later
-    large, short-lived buffers (image tars, 1 MiB copy chunks, the docker sandbox image build) land
-    in the heap and their freed space stays resident for the agent's whole life (~5 MB idle with
-    docker). Pinned, they are mmapped and returned to the kernel when freed. MALLOC_MMAP_THRESHOLD_
-    in the environment wins; a libc without mallopt (musl has a no-op one) is left alone.
-    """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD
 
 
 def _join_token(token: str, token_file: Path | None) -> str:

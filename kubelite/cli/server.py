@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from kubelite.apiserver.config import ServerConfig
+from kubelite.cli.common import pin_mmap_threshold
 
 
 def _fail(message: str) -> None:
@@ -103,6 +104,7 @@ def server(
     log_level: Annotated[str, typer.Option(envvar="KUBELITE_LOG_LEVEL")] = "info",
 ) -> None:
     """Run the API server (with its datastore)."""
+    pin_mmap_threshold()
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

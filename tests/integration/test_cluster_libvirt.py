@@ -13,13 +13,10 @@ figures).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +27,7 @@ import yaml
 
 from kubelite.client import ApiClient, load_kubeconfig
 from kubelite.controllers.base import NODES, PODS
+from kubelite.provision.libvirtd import libvirtd_running
 from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,50 +49,11 @@ def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, timeout=60)
 
 
-def _start_daemon(binary: str, pidfile: Path) -> int:
-    subprocess.run([binary, "-d", "-p", str(pidfile)], check=True, timeout=30)
-    deadline = time.monotonic() + 10
-    while not pidfile.is_file() or not pidfile.read_text().strip():
-        assert time.monotonic() < deadline, f"{binary} wrote no pid file"
-        time.sleep(0.05)
-    return int(pidfile.read_text())
-
-
-def _stop(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """libvirtd and virtlogd started here (by hand, as this machine needs), stopped by PID at the end."""
-    if _virsh("version").returncode == 0:
-        yield  # someone else's libvirtd: use it, leave it running
-        return
-    run = tmp_path_factory.mktemp("libvirt")
-    Path("/var/log/libvirt").mkdir(parents=True, exist_ok=True)
-    # With /dev/kvm mode 600 libvirt re-probes QEMU on every call (over a minute per define).
-    with contextlib.suppress(KeyError, OSError):
-        import grp
-
-        os.chown("/dev/kvm", -1, grp.getgrnam("kvm").gr_gid)
-        os.chmod("/dev/kvm", 0o660)
-    pids = [_start_daemon("virtlogd", run / "virtlogd.pid")]
-    try:
-        pids.append(_start_daemon("libvirtd", run / "libvirtd.pid"))
-        deadline = time.monotonic() + 60
-        while _virsh("version").returncode != 0:
-            assert time.monotonic() < deadline, "libvirtd does not answer"
-            time.sleep(0.2)
+    with libvirtd_running(tmp_path_factory.mktemp("libvirt")):
         yield
-    finally:
-        for pid in reversed(pids):
-            _stop(pid)
 
 
 class Cluster:

@@ -114,8 +114,13 @@ def test_model_renders_from_measured_costs() -> None:
     assert "Check at 1,000 hollow nodes (10 s heartbeat): model 10.0 % of a core idle, measured 12.0 %" in model.render(slow)
     medians |= {"control plane RSS at 100 nodes / 3000 pods": 200.0, "control plane RSS at 1000 nodes / 30000 pods": 1900.0}
     # base = 200 MB - 3000 x 50 KB = 53.5 MB; at 30,000 pods: 53.5 + 1,464.8 = 1,518 MB.
-    assert "Memory check at 1,000 nodes / 30,000 pods: model 1,518 MB (base 54 MB" in model.render(medians)
+    assert "Memory check at 1,000 nodes / 30,000 pods: model 1,518 MB (the 3,000-pod run + 50 KB per pod)" in model.render(medians)
     assert "measured 1,900 MB" in model.render(medians)
+    # With three runs the two smallest give the line: (200 - 100) MB over 2,800 pods = 36.6 KB per pod.
+    medians["control plane RSS at 20 nodes / 200 pods"] = 100.0
+    assert "model 1,164 MB (a line through the 200- and 3,000-pod runs: 36.6 KB per pod)" in model.render(medians)
+    # 1 ms per heartbeat every 10 s plus the pod starts: 0.00015 core per node.
+    assert "one server's CPU allows about **6,667 nodes**" in model.render(medians)
 
 
 @pytest.mark.parametrize(
@@ -139,7 +144,7 @@ def test_issue_figures_open_the_report_from_the_most_complete_mode(results: Path
     assert store[1:4] == ["sqlite writes_sequential", "full", "4,500"]
     assert "quick" not in head.split("store writes/s (SQLite)")[1].split("\n")[1]
     assert table_row(head, "")  # the mutating p50/p99 group continues on label-less rows
-    assert "not measured yet: full run only (`kubelite bench hollow`)" in head
+    assert "not measured yet: full run only (`kubelite bench hollow hollow-1000`)" in head
     assert "The issue's figures: **2 met, 0 missed**" in text  # churn p99 and the quick hollow failover
     # An area's quick rows fold under the full ones.
     store_area = text[text.index("## Storage drivers"):]
@@ -156,3 +161,13 @@ def test_ratio_of_two_figures_of_the_same_revision(tmp_path: Path) -> None:
     ratio = table_row(text, "etcd driver / raw etcd writes/s")
     assert ratio[1:3] == ["full", "0.35"] and ratio[6] == ">= 0.5" and "missed" in ratio[8]
     assert "| etcd driver / raw etcd writes/s | quick |" not in text  # its quick sides come from different revisions
+
+
+def test_a_quick_miss_is_listed_only_until_a_full_run_measures_the_figure(tmp_path: Path) -> None:
+    rows = [row("api", "LIST of 30000 pods", 3.0, "s", target="<= 2 s", mode="direct", bound="old profile"),
+            row("api", "LIST of 400 pods", 3.0, "s", target="<= 2 s", mode="quick", bound="quick profile")]  # fmt: skip
+    text = report.render(report.load(write(tmp_path / "a.jsonl", rows)), None)
+    assert "- LIST of 30000 pods (direct): old profile" in text and "- LIST of 400 pods (quick)" in text
+    rows.append(row("api", "LIST of 30000 pods", 0.5, "s", target="<= 2 s", mode="full"))
+    text = report.render(report.load(write(tmp_path / "b.jsonl", rows)), None)
+    assert "old profile" not in text and "- LIST of 400 pods (quick): quick profile" in text
