@@ -31,8 +31,7 @@ LIST_BOUND = (
 )
 RSS_BOUND = (
     "the same server first serves 100 plain and 100 TLS clients, churn and 100 watchers (4,000 ConfigMaps in 200"
-    " namespaces) and keeps much of what those phases took (freed Python objects stay in pymalloc's arenas);"
-    " the SQLite latest-value cache holds up to 8 MB"
+    " namespaces) and does not give all of it back; the SQLite latest-value cache holds up to 8 MB"
 )
 
 

@@ -49,14 +49,14 @@ DEFAULT_ANCHORS: list[tuple[str, str, str]] = [
 
 # What bounds a figure whose rows carry no "bound" of their own, when it misses: (figure regex, why).
 DEFAULT_BOUNDS: list[tuple[str, str]] = [
-    (r"^libvirt .*: idempotent re-run", "the same deploy re-runs in about 6 s on nspawn machines (same run); a VM runs "
+    (r"^libvirt .*: idempotent re-run", "the same deploy re-runs in about 6 s on nspawn machines (same revision); a VM runs "
      "each of pyinfra's fact and check commands under TCG (no usable KVM here), several times slower"),
 ]
 
 # The figures the benchmark issue asks for, in its order: (label, figure regex, how to get it when absent).
 # RESULTS.md opens with them, each from the most complete mode that measured it (full, direct, quick).
 ISSUE_FIGURES: list[tuple[str, str, str]] = [
-    ("store writes/s (SQLite)", r"^sqlite writes_(sequential|50_concurrent)$|^sqlite / raw etcd", "`kubelite bench store`"),
+    ("store writes/s (SQLite)", r"^sqlite writes_(sequential|50_concurrent)$|^sqlite / (raw )?etcd", "`kubelite bench store`"),
     ("store writes/s (etcd driver, raw etcd floor)", r"^etcd driver writes/s|^raw etcd writes/s|^etcd driver / raw etcd",
      "needs etcd on PATH (`kubelite bench store`)"),
     ("API p50/p99 per verb under churn", r"^(create|get|list) latency p(50|99) \(100 clients\)$|^mutating p(50|99) at",
@@ -81,6 +81,8 @@ ISSUE_FIGURES: list[tuple[str, str, str]] = [
 
 # Ratios of two figures measured in the same run (by median): (name, numerator, denominator, target, anchor).
 RATIOS: list[tuple[str, str, str, str, str]] = [
+    ("sqlite / etcd writes/s (50 concurrent)", "sqlite writes_50_concurrent", "etcd-1-member writes_50_concurrent",
+     ">= 0.5", "etcd, 1 member, 50 concurrent writers, same run"),
     ("sqlite / raw etcd writes/s (sequential)", "sqlite writes_sequential", "raw etcd writes/s (gateway, sequential)",
      ">= 0.5", "raw etcd (1 member, fsync per write) through its gateway, same run"),
     ("etcd driver / raw etcd writes/s", "etcd driver writes/s (sequential, same cluster as raw)",
@@ -184,6 +186,19 @@ def derived(figs: list[Figure]) -> list[Figure]:
     return out
 
 
+# What a headline figure without a target of its own is there for: (figure regex, shown as its result).
+ROLES: list[tuple[str, str]] = [
+    (r"^raw |^etcd-\d-member etcdctl", "floor (anchor)"),
+    (r"^swarm (service|scale)", "peer (anchor)"),
+    (r"^(etcd driver writes/s|sqlite writes_|kubelite deployment of 30|kubelite scale 30)", "side of a ratio"),
+    (r"back to Ready$", "after the failover above (no target)"),
+]
+
+
+def role(name: str) -> str:
+    return next((why for pattern, why in ROLES if re.search(pattern, name)), "— (no target)")
+
+
 def headline(figs: list[Figure]) -> tuple[list[str], list[Figure], list[tuple[str, str]]]:
     """The issue's figures: table lines, the figures shown, and (label, how) for those not measured."""
     out = ["| Issue figure | Figure | Mode | Median | Unit | Runs | Target | Anchor | Result |",
@@ -199,10 +214,18 @@ def headline(figs: list[Figure]) -> tuple[list[str], list[Figure], list[tuple[st
         best: dict[str, Figure] = {}  # per figure name, its most complete mode
         for f in sorted(matches, key=lambda f: _MODE_RANK.get(f.mode, 9)):
             best.setdefault(f.name, f)
-        for i, f in enumerate(sorted(best.values(), key=lambda f: f.name)):
+        rows = 0
+        for f in sorted(best.values(), key=lambda f: f.name):
+            p50 = best.get(f.name.replace(" p99", " p50")) if " p99" in f.name else None
+            if " p50" in f.name and f.name.replace(" p50", " p99") in best:
+                continue  # shown on its p99's row
             shown.append(f)
-            out.append(f"| {label if i == 0 else ''} | {f.name} | {f.mode} | {fmt(f.median)} | {f.unit} | {len(f.values)} | "
-                       f"{f.target or '—'} | {f.anchor or '—'} | {MARK[f.verdict]} |")  # fmt: skip
+            name, value = f.name, fmt(f.median)
+            if p50 is not None:  # the SLOs bound p99: one row, the p50 beside it
+                name, value = f.name.replace(" p99", " p50 / p99"), f"{fmt(p50.median)} / {fmt(f.median)}"
+            out.append(f"| {label if rows == 0 else ''} | {name} | {f.mode} | {value} | {f.unit} | {len(f.values)} | "
+                       f"{f.target or '—'} | {f.anchor or '—'} | {MARK[f.verdict] if f.target else role(f.name)} |")  # fmt: skip
+            rows += 1
     return out, shown, pending
 
 
@@ -318,7 +341,9 @@ def render(rows: list[dict[str, Any]], plot_dir: Path | None) -> str:
     head, shown, pending = headline(figs)
     counts = {v: sum(1 for f in figs if f.verdict == v) for v in ("met", "missed", "")}
     issue = {v: sum(1 for f in shown if f.verdict == v) for v in ("met", "missed", "")}
-    out += ["", f"The issue's figures: **{issue['met']} met, {issue['missed']} missed**, {issue['']} without a target, "
+    anchors = sum(1 for f in shown if not f.target and role(f.name) != "— (no target)")  # incl. follow-ups
+    out += ["", f"The issue's figures: **{issue['met']} met, {issue['missed']} missed**, {anchors} anchors or sides of a "
+            f"ratio, {issue[''] - anchors} without a target, "
             f"{len(pending)} not measured yet. All figures: **{counts['met']} met, {counts['missed']} missed**, "
             f"{counts['']} without a target. Median and spread are over the repeated runs of the newest revision that "
             "measured each figure; `full` is `kubelite bench`, `quick` its CI-sized `--quick`, `direct` a script run by "

@@ -72,6 +72,10 @@ from kubelite.storage.interface import (
 __all__ = ["EtcdConfig", "EtcdStore", "parse_etcd_url"]
 
 DEFAULT_TIMEOUT = 5.0
+# A watch stream this long without a byte is taken for a dead member (a powered-off machine sends no
+# RST) and re-opened on the next endpoint from the last revision. Provisioned members send a progress
+# notification every 5 s (deploy/etcd.py), so only a dead path is ever this quiet there.
+WATCH_IDLE_TIMEOUT = 30.0
 # etcd cancels a stream carrying this gRPC metadata when its member loses the leader, instead
 # of leaving a watch silently stalled on a minority member (clientv3.WithRequireLeader).
 _REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
@@ -488,6 +492,8 @@ class _EtcdWatch(Watch):
         self._task: asyncio.Task[None] | None = None
         self._error: StorageError | None = None
         self._closed = False
+        self._established = False  # the current stream got its response headers
+        self.idle_timeout = WATCH_IDLE_TIMEOUT
 
     def _fail(self, error: StorageError) -> None:
         if self._error is None and not self._closed:
@@ -535,6 +541,8 @@ class _EtcdWatch(Watch):
                 except (aiohttp.ClientError, TimeoutError, _EtcdError) as e:
                     last_error = e
                     store._failed_over(endpoint)
+                    if self._established:  # it was up (e.g. cut for silence): a fresh retry budget
+                        down_since = None
                 except StorageError as e:
                     self._fail(e)
                     return
@@ -560,12 +568,15 @@ class _EtcdWatch(Watch):
                 "progress_notify": True,
             }
         }
-        timeout = aiohttp.ClientTimeout(total=None, connect=store.config.timeout, sock_connect=store.config.timeout)
+        self._established = False
+        timeout = aiohttp.ClientTimeout(total=None, connect=store.config.timeout, sock_connect=store.config.timeout,
+                                        sock_read=self.idle_timeout)  # fmt: skip
         async with session.post(
             endpoint + "/v3/watch", data=json.dumps(body), headers=_REQUIRE_LEADER, timeout=timeout
         ) as resp:
             if resp.status != 200:
                 raise _EtcdError(resp.status, (await resp.read())[:200].decode(errors="replace"))
+            self._established = True
             buf = b""
             async for chunk in resp.content.iter_any():
                 buf += chunk

@@ -133,7 +133,8 @@ def remove_workloads(cluster: InfraCluster, api: Api) -> None:
         with contextlib.suppress(ApiError):
             _set_taint(api, node, False)
     if _namespace_exists(api):
-        _wait("the suite's pods gone", lambda: not api.objects(PODS, NAMESPACE), timeout=60)
+        # Generous: after a master failover the agents may first have to leave a dead server's watch.
+        _wait("the suite's pods gone", lambda: not api.objects(PODS, NAMESPACE), timeout=180)
 
 
 def _namespace_exists(api: Api) -> bool:

@@ -157,3 +157,38 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
             "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
         },
     }
+
+
+async def test_a_quiet_watch_is_reopened_after_silence_and_loses_nothing(etcd_single: EtcdCluster) -> None:
+    """A stream quiet for the idle timeout is cut (a dead member looks the same) and re-opened from
+    the last revision, any number of times: this etcd sends no progress notifications."""
+    import asyncio
+
+    store = open_store(etcd_single.namespaced_url())
+    await store.start()
+    try:
+        await store.create("/registry/idle/a", b"1")
+        watch = await store.watch("/registry/idle/", 0)
+        watch.idle_timeout = 0.3  # type: ignore[attr-defined]
+        received: list[str] = []
+
+        async def read() -> None:
+            async for batch in watch:
+                received.extend(e.kv.key for e in batch)
+
+        task = asyncio.create_task(read())
+        await asyncio.sleep(6)  # idle cuts for longer than the store's 5 s retry budget, no event in between
+        await store.create("/registry/idle/b", b"2")
+        await asyncio.sleep(1.0)
+        await store.create("/registry/idle/c", b"3")
+        await eventually(lambda: _true(len(received) >= 2), timeout=10, what="events after the idle cuts")
+        assert not task.done(), task  # the watch did not give up
+        assert received == ["/registry/idle/b", "/registry/idle/c"]
+        task.cancel()
+        await watch.close()
+    finally:
+        await store.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -171,3 +171,19 @@ def test_a_quick_miss_is_listed_only_until_a_full_run_measures_the_figure(tmp_pa
     rows.append(row("api", "LIST of 30000 pods", 0.5, "s", target="<= 2 s", mode="full"))
     text = report.render(report.load(write(tmp_path / "b.jsonl", rows)), None)
     assert "old profile" not in text and "- LIST of 400 pods (quick): quick profile" in text
+
+
+def test_headline_pairs_p50_with_p99_and_names_what_untargeted_rows_are(tmp_path: Path) -> None:
+    rows = [row("api", "get latency p50 (100 clients)", 10.0, "ms", mode="full"),
+            row("api", "get latency p99 (100 clients)", 20.0, "ms", mode="full"),
+            row("pod_startup", "raw runc run -d (floor) p99", 0.04, "s", mode="full"),
+            row("swarm", "swarm service of 30 replicas: to all running", 8.0, "s", mode="full")]  # fmt: skip
+    text = report.render(report.load(write(tmp_path / "r.jsonl", rows)), None)
+    head = text[text.index("## The figures the benchmark issue asks for"):text.index("## API server")]
+    get = table_row(head, "API p50/p99 per verb under churn")
+    assert get[1:4] == ["get latency p50 / p99 (100 clients)", "full", "10.00 / 20.00"]
+    assert get[6] == "<= 1000 ms" and "met" in get[8]  # the SLO's p99 judges the row
+    assert "| get latency p50 (100 clients) |" not in head
+    assert table_row(head, "raw runc start (floor for pod start)")[8] == "floor (anchor)"
+    assert "peer (anchor)" in head
+    assert "The issue's figures: **1 met, 0 missed**, 2 anchors or sides of a ratio, 0 without a target" in text
