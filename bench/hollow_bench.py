@@ -52,8 +52,7 @@ HEARTBEAT_INTERVAL = 2.0  # the agent's default --heartbeat-interval
 GRACE_HEARTBEATS, FENCING_HEARTBEATS = 5, 10
 IN_FLIGHT_PODS = 2000  # pods of the load created but not yet available (see scale_run)
 # The load is spread over one namespace per 100 nodes, as Kubernetes' clusterloader2 load test does
-# (NODES_PER_NAMESPACE=100): a ReplicaSet reconcile scans its namespace's pods, so 30,000 pods in one
-# namespace made the controller quadratic (half the server's CPU, pods/s falling as pods accumulated).
+# (NODES_PER_NAMESPACE=100).
 NODES_PER_NAMESPACE = 100
 
 

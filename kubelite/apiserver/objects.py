@@ -45,6 +45,7 @@ from kubelite.apiserver.meta import (
     typed_json,
     typed_json_head,
 )
+from kubelite.auth.serviceaccount import pod_serviceaccount_name
 from kubelite.storage import (
     CompactedError,
     EventType,
@@ -277,7 +278,7 @@ class ObjectStore:
         spec = pod.get("spec")
         if not isinstance(spec, dict) or spec.get("automountServiceAccountToken") is not None:
             return None
-        name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        name = pod_serviceaccount_name(spec)
         if not isinstance(name, str) or not namespace:
             return None  # validation reports it
         try:

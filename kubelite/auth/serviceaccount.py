@@ -378,6 +378,11 @@ def token_volume(name: str) -> Obj:
     }
 
 
+def pod_serviceaccount_name(spec: Mapping[str, Any]) -> Any:
+    """The ServiceAccount a pod spec names: serviceAccountName, its deprecated alias, or "default"."""
+    return spec.get("serviceAccountName") or spec.get("serviceAccount") or DEFAULT_SERVICEACCOUNT
+
+
 def admit_pod(pod: Obj, serviceaccount: Mapping[str, Any] | None = None) -> None:
     """kube-apiserver's ServiceAccount admission for a pod being created (mutates ``pod``).
 
@@ -389,7 +394,7 @@ def admit_pod(pod: Obj, serviceaccount: Mapping[str, Any] | None = None) -> None
     spec = pod.setdefault("spec", {})
     if not isinstance(spec, dict):
         return  # validation reports it
-    sa_name = spec.get("serviceAccountName") or spec.get("serviceAccount") or DEFAULT_SERVICEACCOUNT
+    sa_name = pod_serviceaccount_name(spec)
     if not isinstance(sa_name, str):
         return  # validation reports it
     spec["serviceAccountName"] = sa_name

@@ -179,8 +179,8 @@ class Informer:
     def _store(self, key: str, obj: Obj | None) -> Obj | None:
         """Put (or with None, remove) an object, keeping indices right; returns the old one."""
         old = self._cache.pop(key, None) if obj is None else self._cache.get(key)
-        ns, sep, _name = key.partition("/")
-        if sep and (old is None) != (obj is None):  # added or removed: the namespace's keys change
+        ns, _name = split_key(key)
+        if ns is not None and (old is None) != (obj is None):  # added or removed: the namespace's keys change
             keys = self._namespaces.setdefault(ns, {})
             if obj is None:
                 keys.pop(key, None)

@@ -181,14 +181,13 @@ async def test_a_quiet_watch_is_reopened_after_silence_and_loses_nothing(etcd_si
         await store.create("/registry/idle/b", b"2")
         await asyncio.sleep(1.0)
         await store.create("/registry/idle/c", b"3")
-        await eventually(lambda: _true(len(received) >= 2), timeout=10, what="events after the idle cuts")
+        async def both() -> bool:
+            return len(received) >= 2
+
+        await eventually(both, timeout=10, what="events after the idle cuts")
         assert not task.done(), task  # the watch did not give up
         assert received == ["/registry/idle/b", "/registry/idle/c"]
         task.cancel()
         await watch.close()
     finally:
         await store.close()
-
-
-async def _true(value: bool) -> bool:
-    return value
