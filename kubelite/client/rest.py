@@ -34,6 +34,7 @@ import orjson
 from kubelite import __version__
 from kubelite.api.registry import ResourceType
 from kubelite.client.kubeconfig import ClientConfig, load_kubeconfig
+from kubelite.streams import chunks
 
 __all__ = [
     "ApiClient",
@@ -546,7 +547,7 @@ class ApiClient:
                     raise ApiError.from_body(resp.status, await resp.read())
                 # Split lines ourselves: aiohttp's readline caps line length below big objects' size.
                 buf = b""
-                async for chunk in resp.content.iter_any():
+                async for chunk in chunks(resp.content, sock_read):
                     buf += chunk
                     *lines, buf = buf.split(b"\n")
                     for line in lines:

@@ -30,6 +30,7 @@ COMPONENTS: dict[str, str] = {
     "garbagecollector": "kubelite.controllers.garbagecollector:GarbageCollector",
     "podgc": "kubelite.controllers.podgc:PodGCController",
     "nodeipam": "kubelite.controllers.nodeipam:NodeIpamController",
+    "nodepassword": "kubelite.controllers.nodepassword:NodePasswordController",
     "serviceaccount": "kubelite.controllers.serviceaccount:ServiceAccountsController",
     "rootcacert": "kubelite.controllers.serviceaccount:RootCACertPublisher",
 }

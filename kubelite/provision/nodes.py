@@ -9,8 +9,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from kubelite.auth.bootstrap import node_password_secret_name
 from kubelite.client import ApiClient, ApiError, load_kubeconfig
-from kubelite.controllers.base import LEASES, NODES, PODS
+from kubelite.controllers.base import LEASES, NODES, PODS, SECRETS
 from kubelite.provision.errors import ProvisionError
 
 NODE_LEASE_NAMESPACE = "kube-node-lease"
@@ -117,9 +118,15 @@ async def drain(kubeconfig: Path, node: str, timeout: float) -> int:
 
 
 async def delete_node(kubeconfig: Path, node: str) -> None:
+    """Delete the Node and its node-password Secret: a new machine may join under the name at once
+    (the garbage collector would delete the Secret too, a moment later)."""
     async with ApiClient(load_kubeconfig(str(kubeconfig)), timeout=10) as client:
-        try:
-            await client.delete(NODES, node)
-        except ApiError as e:
-            if e.code != 404:
-                raise
+        for rt, name, namespace in (
+            (NODES, node, None),
+            (SECRETS, node_password_secret_name(node), "kube-system"),
+        ):
+            try:
+                await client.delete(rt, name, namespace)
+            except ApiError as e:
+                if e.code != 404:
+                    raise

@@ -68,6 +68,7 @@ from kubelite.storage.interface import (
     Watch,
     WatchOverflowError,
 )
+from kubelite.streams import chunks
 
 __all__ = ["EtcdConfig", "EtcdStore", "parse_etcd_url"]
 
@@ -578,7 +579,7 @@ class _EtcdWatch(Watch):
                 raise _EtcdError(resp.status, (await resp.read())[:200].decode(errors="replace"))
             self._established = True
             buf = b""
-            async for chunk in resp.content.iter_any():
+            async for chunk in chunks(resp.content, self.idle_timeout):
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)

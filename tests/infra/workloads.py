@@ -83,12 +83,22 @@ def _set_taint(api: Api, node: str, present: bool) -> None:
     api.run(api.client.patch(NODES, node, {"spec": {"taints": taints}}, patch_type="merge"))
 
 
-def _wait(what: str, done: Any, timeout: float = READY_TIMEOUT) -> None:
+def _wait(what: str, done: Any, timeout: float = READY_TIMEOUT, left: Any = None) -> None:
+    """Until ``done()``; else an AssertionError naming ``what`` and, from ``left()``, what was still in the way."""
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
-            raise AssertionError(f"suite setup: {what} not reached within {timeout:.0f} s")
+            still = f": {left()}" if left is not None else ""
+            raise AssertionError(f"suite setup: {what} not reached within {timeout:.0f} s{still}")
         time.sleep(1)
+
+
+def _pods_left(api: Api) -> str:
+    return "; ".join(
+        f"{p['metadata']['name']} on {p['spec'].get('nodeName') or '-'} {p.get('status', {}).get('phase')}"
+        + (" (deleting)" if p["metadata"].get("deletionTimestamp") else "")
+        for p in api.objects(PODS, NAMESPACE)
+    )
 
 
 def apply_workloads(cluster: InfraCluster, api: Api) -> Workloads:
@@ -134,7 +144,8 @@ def remove_workloads(cluster: InfraCluster, api: Api) -> None:
             _set_taint(api, node, False)
     if _namespace_exists(api):
         # Generous: after a master failover the agents may first have to leave a dead server's watch.
-        _wait("the suite's pods gone", lambda: not api.objects(PODS, NAMESPACE), timeout=180)
+        _wait("the suite's pods gone", lambda: not api.objects(PODS, NAMESPACE), timeout=180,
+              left=lambda: _pods_left(api))  # fmt: skip
 
 
 def _namespace_exists(api: Api) -> bool:

@@ -34,7 +34,7 @@ from kubelite.provision.credentials import ETCD_TLS, SERVER_TLS
 from kubelite.provision.providers.base import wait_for_ssh
 from kubelite.provision.providers.nspawn import NspawnProvider
 from kubelite.provision.state import ClusterState
-from tests.helpers import eventually
+from tests.helpers import eventually, eventually_sync
 from tests.infra.test_ha import deployment_avoiding, etcdctl
 from tests.integration.test_provision_secrets import leaks, mode, secret_values, shown_files
 
@@ -243,8 +243,15 @@ def test_leader_master_power_off_keeps_the_cluster_working(cluster: Cluster, tmp
         return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
 
     asyncio.run(eventually(rejoined, timeout=90, what=f"{victim} Ready again", interval=0.5, retry_on=RETRYABLE))
-    health = cluster.on(victim, etcdctl_said(machine.address, "endpoint", "health"))
-    assert f"https://{machine.address}:2379 is healthy" in health, health
+
+    def etcd_healthy() -> str | None:
+        # The member catches up on the log it missed first: its first proposals can time out meanwhile.
+        said = cluster.cli("ssh", NAME, victim, etcdctl_said(machine.address, "endpoint", "health"), timeout=60)
+        out = said.stdout + said.stderr
+        assert said.returncode == 0 and f"https://{machine.address}:2379 is healthy" in out, out
+        return out
+
+    eventually_sync(etcd_healthy, timeout=60, what=f"etcd on {victim} healthy again", interval=1)
     figures["rejoin_seconds"] = round(time.monotonic() - t1, 1)
     print(f"master failover ({victim} powered off): {figures}")
 
@@ -287,14 +294,13 @@ async def _while_off(cluster: Cluster, holder: str, victim: str, t0: float) -> d
         except AssertionError as e:
             raise AssertionError(f"{e}; pods: {seen}") from None
         figures["deployment_scheduled_seconds"] = round(time.monotonic() - t0, 1)
-        # Running is recorded, not asserted: after the second master failover of a cluster's life the
-        # surviving agents have been seen to start new pods late (open; see the stop-14 closing note).
+        # And the agents on the surviving machines start them (their watches moved to a live server).
         try:
-            await eventually(lambda: count("Running"), timeout=60, what="Running", interval=0.5, retry_on=RETRYABLE)
-            figures["deployment_running_seconds"] = round(time.monotonic() - t0, 1)
-        except AssertionError:
-            figures["deployment_not_running_after_seconds"] = round(time.monotonic() - t0, 1)
-            print(f"pods not Running with {victim} off: {seen}")
+            await eventually(lambda: count("Running"), timeout=60, what=f"Deployment {app} Running with {victim} off",
+                             interval=0.5, retry_on=RETRYABLE)  # fmt: skip
+        except AssertionError as e:
+            raise AssertionError(f"{e}; pods: {seen}") from None
+        figures["deployment_running_seconds"] = round(time.monotonic() - t0, 1)
         await client.delete(DEPLOYMENTS, app, "default", propagation_policy="Background")
     return figures
 

@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kubelite.auth.bootstrap import node_password_secret_name
 from kubelite.client import ApiClient, load_kubeconfig
-from kubelite.controllers.base import DAEMONSETS, NODES, PODS
+from kubelite.controllers.base import DAEMONSETS, NODES, PODS, SECRETS
 from kubelite.provision.state import SECRET_FILES
 from tests.helpers import eventually
 from tests.integration.test_provision_secrets import leaks, mode, secret_values, shown_files
@@ -261,6 +262,14 @@ def test_remove_node_drains_and_deletes_it(cluster: Cluster) -> None:
     assert gone not in [m["name"] for m in cluster.machines()]
     assert not _nspawn_pids(gone)
     assert not (cluster.dir / "machines" / gone).exists()
+
+    async def password_kept() -> bool:
+        async with cluster.api() as client:
+            secrets = (await client.list(SECRETS, "kube-system"))["items"]
+        return node_password_secret_name(gone) in [s["metadata"]["name"] for s in secrets]
+
+    # Its node-password Secret went with it: a new machine may join under the name.
+    assert not asyncio.run(password_kept())
 
     async def node_gone() -> bool:
         async with cluster.api() as client:

@@ -25,11 +25,11 @@ from kubelite.agent.node import AGENT_SCHEME_ANNOTATION, NodeConfig
 from kubelite.agent.runtime import RuntimeOptions
 from kubelite.agent.runtimes import create_runtime
 from kubelite.api.registry import ResourceType, by_path
-from kubelite.auth.bootstrap import format_token, parse_token
+from kubelite.auth.bootstrap import NODE_PASSWORD_SUFFIX, format_token, parse_token
 from kubelite.auth.pki import CertKey, client_ssl_context, new_ca
 from kubelite.client import ApiClient, ApiError, load_kubeconfig
 from tests.conftest import ServerProcess
-from tests.helpers import eventually
+from tests.helpers import eventually, running_controllers
 
 
 def _rt(plural: str) -> ResourceType:
@@ -38,7 +38,7 @@ def _rt(plural: str) -> ResourceType:
     return found
 
 
-NODES, PODS = _rt("nodes"), _rt("pods")
+NODES, PODS, SECRETS = _rt("nodes"), _rt("pods"), _rt("secrets")
 
 
 def _name() -> str:
@@ -95,6 +95,49 @@ async def test_same_name_with_another_password_is_403(apiserver: ServerProcess, 
     with pytest.raises(BootstrapError, match=f"node {name} is already registered with another password"):
         await ensure_node_credentials(tmp_path / "impostor", [apiserver.https_url], apiserver.token, name, [])
     assert not (tmp_path / "impostor" / "kubeconfig").exists()
+
+
+async def test_deleting_the_node_frees_its_name(apiserver: ServerProcess, tmp_path: Path) -> None:
+    # k3s' rule: the password binds a name to a machine only while its Node exists.
+    name = _name()
+    secret_name = f"{name}{NODE_PASSWORD_SUFFIX}"
+    async with (
+        ApiClient(load_kubeconfig(apiserver.kubeconfig)) as admin,
+        running_controllers(admin, ["nodepassword", "garbagecollector"]),
+    ):
+        config = await ensure_node_credentials(
+            tmp_path / "first", [apiserver.https_url], apiserver.token, name, []
+        )
+        # Not registered yet: the stored password still guards the name.
+        with pytest.raises(BootstrapError, match="already registered with another password"):
+            await ensure_node_credentials(
+                tmp_path / "other", [apiserver.https_url], apiserver.token, name, []
+            )
+        async with ApiClient(config) as node_client:
+            node = await node_client.create(NODES, {"metadata": {"name": name}})
+
+        async def owned() -> bool:
+            secret = await admin.get(SECRETS, secret_name, "kube-system")
+            return [r["uid"] for r in secret["metadata"].get("ownerReferences", [])] == [
+                node["metadata"]["uid"]
+            ]
+
+        await eventually(owned, timeout=10, what="the node-password Secret owned by its Node")
+        await admin.delete(NODES, name)
+
+        async def gone() -> bool:
+            try:
+                await admin.get(SECRETS, secret_name, "kube-system")
+            except ApiError as e:
+                return e.code == 404
+            return False
+
+        await eventually(gone, timeout=10, what="the node-password Secret deleted with its Node")
+        # A new machine may now join under the name.
+        again = await ensure_node_credentials(
+            tmp_path / "other", [apiserver.https_url], apiserver.token, name, []
+        )
+        assert again.client_cert_data and again.client_cert_data != config.client_cert_data
 
 
 def _agent_cli(apiserver: ServerProcess, tmp_path: Path, *args: str) -> str:
