@@ -114,10 +114,23 @@ class Harness:
         if self.dockerd is not None:
             ids = docker_cli(self.dockerd, "ps", "-aq", "--filter", f"label=io.kubelite.node={node}").split()
             left += [f"docker container {i}" for i in ids]
-        return left
+        return left + netns_in(cidr)
 
     def netns_names(self) -> set[str]:
         return {p.name for p in NETNS_DIR.iterdir()} if NETNS_DIR.is_dir() else set()
+
+
+def netns_in(cidr: str) -> list[str]:
+    """The pod network namespaces on this host with an address in ``cidr`` (one node's pods)."""
+    net = ipaddress.ip_network(cidr)
+    names = sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith("kl-")) if NETNS_DIR.is_dir() else []
+    left = []
+    for name in names:
+        out = ip("netns", "exec", name, "ip", "-o", "-4", "addr", "show", check=False).stdout
+        addresses = [word.split("/")[0] for line in out.splitlines() for word in line.split()[3:4]]
+        if any(ipaddress.ip_address(a) in net for a in addresses):
+            left.append(f"netns {name}")
+    return left
 
 
 def require_host(name: str) -> None:

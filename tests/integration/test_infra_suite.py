@@ -15,6 +15,7 @@ started behind the agent's back. (A provisioned docker-runtime cluster: test_clu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -35,7 +36,7 @@ from tests.dockerd import Dockerd, docker_cli, dockerd  # noqa: F401 - dockerd: 
 from tests.helpers import eventually_sync, stop_processes
 from tests.infra.cluster import Api, node_ready
 from tests.infra.containers import isolation_problems, missing_container_problems, stray_container_problems
-from tests.integration.runtime_suite import guarded_pod_cidr, require_host
+from tests.integration.runtime_suite import Harness, guarded_pod_cidr, require_host
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "klinfra"
@@ -177,9 +178,17 @@ def docker_node(dockerd: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> I
             yield node
         finally:
             node.stop()
-            left = docker_cli(dockerd, "ps", "-aq", "--filter", f"label=io.kubelite.node={node.node}").split()
-            if left:
-                docker_cli(dockerd, "rm", "-f", *left)
+            # A stopped agent leaves its pods running (as kubelet does): the node's reset removes
+            # containers, sandboxes with their network namespaces, the bridge and cgroups.
+            harness = Harness("docker", dockerd)
+            rt = harness.make(node.data_dir, node.node, cidr)
+            asyncio.run(_reset(rt))
+            assert harness.leftovers(rt, node.data_dir, node.node, cidr) == []
+
+
+async def _reset(rt: Any) -> None:
+    await rt.reset()
+    await rt.close()
 
 
 def test_container_checks_judge_docker_pods_from_the_machine(docker_node: DockerNode) -> None:
@@ -214,11 +223,12 @@ def test_container_checks_judge_docker_pods_from_the_machine(docker_node: Docker
 
         # A container the agent did not start, labelled as a pod's on this node: no such pod in the API.
         image = docker_cli(docker_node.dockerd, "inspect", "-f", "{{.Image}}", cid.split("://", 1)[1]).strip()
-        docker_cli(docker_node.dockerd, "run", "-d", "--network", "none", "--label", f"io.kubelite.node={node}",
+        ghost = docker_cli(docker_node.dockerd, "run", "-d", "--network", "none", "--label", f"io.kubelite.node={node}",
                    "--label", "io.kubernetes.pod.uid=no-such-uid", "--label", "io.kubernetes.pod.namespace=default",
                    "--label", "io.kubernetes.pod.name=ghost", "--label", "io.kubernetes.container.name=c",
-                   image, "sleep", "100000")  # fmt: skip
+                   image, "sleep", "100000").strip()  # fmt: skip
         problems = stray_container_problems(host, node, api, env)
         assert len(problems) == 1 and f"of pod default/ghost runs on {node}: no such pod in the API" in problems[0], problems
+        docker_cli(docker_node.dockerd, "rm", "-f", ghost)  # ours, not the agent's: the node's reset would not know it
     finally:
         api.close()
