@@ -116,6 +116,18 @@ class Harness:
             left += [f"docker container {i}" for i in ids]
         return left + netns_in(cidr)
 
+    def reset_node(self, data_dir: Path, node: str, cidr: str) -> list[str]:
+        """Reset a node whose agent has stopped (it leaves its pods running, as kubelet does): remove its
+        containers, sandboxes and their network, bridge and cgroups; returns :meth:`leftovers`."""
+        rt = self.make(data_dir, node, cidr)
+
+        async def reset() -> None:
+            await rt.reset()  # type: ignore[attr-defined]
+            await rt.close()
+
+        asyncio.run(reset())
+        return self.leftovers(rt, data_dir, node, cidr)
+
     def netns_names(self) -> set[str]:
         return {p.name for p in NETNS_DIR.iterdir()} if NETNS_DIR.is_dir() else set()
 

@@ -15,7 +15,6 @@ started behind the agent's back. (A provisioned docker-runtime cluster: test_clu
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -180,15 +179,7 @@ def docker_node(dockerd: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> I
             node.stop()
             # A stopped agent leaves its pods running (as kubelet does): the node's reset removes
             # containers, sandboxes with their network namespaces, the bridge and cgroups.
-            harness = Harness("docker", dockerd)
-            rt = harness.make(node.data_dir, node.node, cidr)
-            asyncio.run(_reset(rt))
-            assert harness.leftovers(rt, node.data_dir, node.node, cidr) == []
-
-
-async def _reset(rt: Any) -> None:
-    await rt.reset()
-    await rt.close()
+            assert Harness("docker", dockerd).reset_node(node.data_dir, node.node, cidr) == []
 
 
 def test_container_checks_judge_docker_pods_from_the_machine(docker_node: DockerNode) -> None:

@@ -30,7 +30,6 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from kubelite.agent.runtime import Runtime
 from kubelite.client import ApiClient, ApiError
 from kubelite.controllers.base import CONFIGMAPS, PODS, STATEFULSETS
 from tests.conftest import ServerProcess, start_server
@@ -166,14 +165,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         finally:
             c.stop_agent()
             server.stop()
-            rt: Runtime = harness.make(c.data_dir, c.node, cidr)
-            asyncio.run(_reset(rt))
-            assert harness.leftovers(rt, c.data_dir, c.node, cidr) == []
-
-
-async def _reset(rt: Runtime) -> None:
-    await rt.reset()  # type: ignore[attr-defined]
-    await rt.close()
+            assert harness.reset_node(c.data_dir, c.node, cidr) == []
 
 
 @pytest.fixture

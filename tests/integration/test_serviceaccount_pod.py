@@ -130,18 +130,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                     agent.kill()
                     agent.wait()
             server.stop()
-            rt = harness.make(data_dir, node, cidr)
-            asyncio.run(_reset(rt))
-            assert harness.leftovers(rt, data_dir, node, cidr) == []
+            assert harness.reset_node(data_dir, node, cidr) == []
             # The proxy removed its rules on the way out (they live in the host's nat table).
             nat = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True).stdout
             kubernetes_ip = ipaddress.ip_network(service_cidr)[1]
             assert f"-d {kubernetes_ip}/32 " not in nat, nat
-
-
-async def _reset(rt: Any) -> None:
-    await rt.reset()
-    await rt.close()
 
 
 @pytest.fixture
